@@ -1,0 +1,14 @@
+"""textvae: text variational autoencoders and posterior-collapse ablations, measured honestly."""
+
+__version__ = "0.1.0"
+
+
+def load(path, which: str = "best"):
+    """Load a trained model from a run directory (its ``best.pt``) or a checkpoint file.
+
+    Returns a :class:`textvae.api.TextModel` with ``encode``, ``log_likelihood``, ``generate``,
+    ``reconstruct``, ``sample`` and ``interpolate``.
+    """
+    from textvae.api import TextModel
+
+    return TextModel.from_checkpoint(path, which=which)

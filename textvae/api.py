@@ -1,0 +1,115 @@
+"""The Python API: ``textvae.load(run_dir)`` → a TextModel that encodes, scores and generates text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from textvae.checkpoint import load_checkpoint, resolve_checkpoint
+from textvae.data.batching import Batch, collate
+from textvae.data.corpus import sentence_tokens
+from textvae.distributions import DiagGaussian
+from textvae.errors import TextVAEError
+from textvae.generate import DecodeSettings, decode
+
+
+class TextModel:
+    """A trained model with its vocabulary and the tokenization of its training corpus."""
+
+    def __init__(self, model, vocab, recipe):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.recipe = recipe
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, which: str = "best") -> TextModel:
+        loaded = load_checkpoint(resolve_checkpoint(path, which))
+        return cls(loaded.model, loaded.vocab, loaded.recipe)
+
+    @property
+    def has_latent(self) -> bool:
+        return self.model.has_latent
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.latent_dim
+
+    def batch(self, sentences: Sequence[str]) -> Batch:
+        """BOS + word ids + EOS for each sentence, padded; unknown words become unk."""
+        if isinstance(sentences, str):
+            raise TextVAEError("expected a list of sentences, got a single string")
+        rows = []
+        for number, sentence in enumerate(sentences, start=1):
+            words = sentence_tokens(self.recipe.data, sentence)
+            if not words:
+                raise TextVAEError(f"sentence {number} is empty")
+            rows.append([self.vocab.bos_id, *self.vocab.encode(words), self.vocab.eos_id])
+        if not rows:
+            raise TextVAEError("no sentences given")
+        return collate(rows, range(len(rows)), self.vocab.pad_id)
+
+    def _require_latent(self, what: str) -> None:
+        if not self.has_latent:
+            raise TextVAEError(f"{what} needs a model with a latent variable; this one is a language model")
+
+    @torch.no_grad()
+    def encode(self, sentences: Sequence[str]) -> DiagGaussian:
+        """The posterior q(z|x) of each sentence: ``.mean`` and ``.logvar`` are (N, D)."""
+        self._require_latent("encode")
+        return self.model.encode(self.batch(sentences))
+
+    @torch.no_grad()
+    def log_likelihood(self, sentences: Sequence[str], z: Tensor | None = None) -> Tensor:
+        """log p(x|z) per sentence: z (N, D) → (N,), or z (K, N, D) → (K, N). For an LM, log p(x)."""
+        batch = self.batch(sentences)
+        if not self.has_latent:
+            return self.model.log_likelihood(batch)
+        if z is None:
+            raise TextVAEError("log_likelihood needs z for a VAE")
+        single = z.dim() == 2
+        z = z.unsqueeze(0) if single else z
+        if z.shape[-2:] != (len(batch), self.latent_dim):
+            raise TextVAEError(f"z must be ({len(batch)}, {self.latent_dim}), got {tuple(z.shape)}")
+        scores = self.model.log_likelihood(batch, z)
+        return scores[0] if single else scores
+
+    def _decode(self, z: Tensor | None, count: int, settings: DecodeSettings, seed: int) -> list[str]:
+        generator = torch.Generator().manual_seed(seed)
+        ids = decode(self.model.decoder, z, count, self.vocab.bos_id, self.vocab.eos_id, settings, generator)
+        return [" ".join(self.vocab.decode(row)) for row in ids]
+
+    def generate(self, z: Tensor | None, seed: int = 0, **settings) -> list[str]:
+        """Decode one sentence per row of z (N, D); ``settings`` are DecodeSettings fields."""
+        if self.has_latent:
+            if z is None or z.dim() != 2 or z.shape[1] != self.latent_dim:
+                raise TextVAEError(f"z must be (N, {self.latent_dim})")
+            return self._decode(z, z.shape[0], DecodeSettings(**settings), seed)
+        if z is not None:
+            raise TextVAEError("a language model takes no z")
+        raise TextVAEError("use sample(n) for a language model")
+
+    def sample(self, num: int, seed: int = 0, **settings) -> list[str]:
+        """``num`` sentences from the prior: z ~ N(0, I) (or from the LM itself)."""
+        if num < 1:
+            raise TextVAEError(f"number of samples must be ≥ 1, got {num}")
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn(num, self.latent_dim, generator=generator) if self.has_latent else None
+        return self._decode(z, num, DecodeSettings(**settings), seed + 1)
+
+    def reconstruct(self, sentences: Sequence[str], use_mean: bool = True, seed: int = 0, **settings) -> list[str]:
+        """Encode then decode: z = the posterior mean, or one sample z ~ q(z|x)."""
+        posterior = self.encode(sentences)
+        z = posterior.mean if use_mean else posterior.rsample(generator=torch.Generator().manual_seed(seed))
+        return self._decode(z, z.shape[0], DecodeSettings(**settings), seed)
+
+    def interpolate(self, first: str, second: str, steps: int = 5, seed: int = 0, **settings) -> list[str]:
+        """Decode points on the line between the two posterior means (a homotopy), endpoints included."""
+        if steps < 2:
+            raise TextVAEError(f"steps must be ≥ 2, got {steps}")
+        means = self.encode([first, second]).mean  # (2, D)
+        weights = torch.linspace(0, 1, steps).unsqueeze(1)  # (S, 1)
+        z = (1 - weights) * means[0] + weights * means[1]  # (S, D)
+        return self._decode(z, steps, DecodeSettings(**settings), seed)

@@ -1,0 +1,253 @@
+"""The command line: ``textvae train | eval | sample | reconstruct | interpolate``.
+
+Every user error is reported as one line on stderr (``textvae: error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from textvae.errors import TextVAEError
+
+log = logging.getLogger("textvae")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (no usage dump) with exit status 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"textvae: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def _add_decode_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="greedy")
+    group.add_argument("--temperature", type=float, default=1.0)
+    group.add_argument("--top-k", type=_positive_int, default=None)
+    group.add_argument("--top-p", type=float, default=None)
+    group.add_argument("--beam-size", type=_positive_int, default=5)
+    group.add_argument("--max-len", type=_positive_int, default=50, help="maximum generated tokens")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--checkpoint", choices=["best", "last"], default="best")
+
+
+def _decode_settings(args) -> dict:
+    return {
+        "strategy": args.strategy,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "beam_size": args.beam_size,
+        "max_len": args.max_len,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="textvae", description="Text VAEs and posterior-collapse ablations.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a model from a TOML recipe")
+    train.add_argument("recipe", type=Path)
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+
+    evaluate = commands.add_parser("eval", help="evaluate a trained model")
+    evaluate.add_argument("run", type=Path, help="run directory or checkpoint file")
+    evaluate.add_argument("--split", choices=["valid", "test"], default=None)
+    evaluate.add_argument("--iw-samples", type=_positive_int, default=None, help="K importance samples")
+    evaluate.add_argument("--iw-chunk-size", type=_positive_int, default=None)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=None)
+    evaluate.add_argument("--max-sentences", type=_positive_int, default=None, help="seeded subset")
+    evaluate.add_argument("--seed", type=int, default=None)
+    evaluate.add_argument("--data-root", default=None, help="where the corpus files are, if moved")
+    evaluate.add_argument("--json", type=Path, default=None, help="results file (default RUN/eval_SPLIT.json)")
+    evaluate.add_argument("--plot", type=Path, default=None, help="KL-per-dimension PNG (default beside --json)")
+    evaluate.add_argument("--dump-posterior", type=Path, default=None, help="write mean and logvar (N, D) .npz")
+    evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
+
+    sample = commands.add_parser("sample", help="sentences from the prior")
+    sample.add_argument("run", type=Path)
+    sample.add_argument("-n", "--num", type=_positive_int, default=10)
+    _add_decode_options(sample)
+
+    reconstruct = commands.add_parser("reconstruct", help="encode and decode sentences")
+    reconstruct.add_argument("run", type=Path)
+    reconstruct.add_argument("sentences", nargs="*")
+    reconstruct.add_argument("--file", type=Path, default=None, help="one sentence per line")
+    reconstruct.add_argument("--sample-z", action="store_true", help="z ~ q(z|x) instead of its mean")
+    _add_decode_options(reconstruct)
+
+    interpolate = commands.add_parser("interpolate", help="decode points between two sentences")
+    interpolate.add_argument("run", type=Path)
+    interpolate.add_argument("first")
+    interpolate.add_argument("second")
+    interpolate.add_argument("--steps", type=_positive_int, default=5)
+    _add_decode_options(interpolate)
+    return parser
+
+
+def _cmd_train(args) -> None:
+    from textvae.config import load_recipe
+    from textvae.train import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    summary = train(recipe, args.out, resume=args.resume)
+    valid = summary.last_valid
+    sys.stdout.write(
+        f"trained {summary.progress.step} steps in {summary.seconds:.0f}s; best valid loss "
+        f"{summary.progress.best_valid:.3f} (step {summary.progress.best_step}); "
+        f"last valid loss {valid.get('loss', float('nan')):.3f}, KL {valid.get('kl', float('nan')):.3f}\n"
+        f"run directory: {summary.run_dir}\n"
+    )
+
+
+def _output_paths(args, split: str) -> tuple[Path, Path]:
+    base_dir = args.run if args.run.is_dir() else args.run.parent
+    json_path = args.json or base_dir / f"eval_{split}.json"
+    plot_path = args.plot or json_path.with_suffix(".kl_per_dim.png")
+    for path in (json_path, plot_path, args.dump_posterior):
+        if path is not None and not path.parent.is_dir():
+            raise TextVAEError(f"{path}: directory {path.parent} does not exist")
+    return json_path, plot_path
+
+
+def _cmd_eval(args) -> None:
+    import io
+
+    import numpy as np
+
+    from textvae.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, resolve_checkpoint
+    from textvae.data.corpus import encode_split
+    from textvae.evaluate import EvalSettings, evaluate
+    from textvae.plots import plot_kl_per_dim
+    from textvae.report import markdown_table
+
+    checkpoint_path = resolve_checkpoint(args.run, args.checkpoint)
+    loaded = load_checkpoint(checkpoint_path)
+    defaults = loaded.recipe.eval
+    split = args.split or defaults.split
+    settings = EvalSettings(
+        iw_samples=args.iw_samples or defaults.iw_samples,
+        iw_chunk_size=args.iw_chunk_size or defaults.iw_chunk_size,
+        batch_size=args.batch_size or defaults.batch_size,
+        max_sentences=args.max_sentences or defaults.max_sentences,
+        seed=defaults.seed if args.seed is None else args.seed,
+    )
+    if args.dump_posterior is not None and not loaded.model.has_latent:
+        raise TextVAEError("--dump-posterior needs a model with a latent variable; this one is a language model")
+    json_path, plot_path = _output_paths(args, split)
+    data_cfg = loaded.recipe.data
+    if args.data_root is not None:
+        data_cfg = dataclasses.replace(data_cfg, root=args.data_root)
+    encoded = encode_split(data_cfg, split, loaded.vocab)
+    result = evaluate(loaded.model, encoded, loaded.vocab.pad_id, settings)
+    metrics = {**result.metrics, "checkpoint": str(checkpoint_path), "config": loaded.recipe.to_dict()}
+
+    sys.stdout.write(markdown_table([(checkpoint_path.parent.name or str(checkpoint_path), metrics)]) + "\n")
+    if loaded.model.has_latent:
+        sys.stdout.write(
+            f"IW-NLL {metrics['iw_nll']:.3f} ± {metrics['iw_nll_se']:.3f} (s.e. over sentences), "
+            f"Monte-Carlo s.e. per sentence {metrics['iw_nll_mc_se']:.4f}, K = {settings.iw_samples}, "
+            f"{metrics['num_sentences']} sentences, {metrics['num_tokens']} tokens\n"
+        )
+        variances = metrics["posterior_mean_variance"]
+        active = [v >= metrics["au_threshold"] for v in variances]
+        plot_kl_per_dim(metrics["kl_per_dim"], plot_path, f"KL per dimension ({split}; AU = {metrics['au']})", active)
+        if args.dump_posterior is not None:
+            buffer = io.BytesIO()
+            np.savez(buffer, mean=result.means, logvar=result.logvars)
+            atomic_write_bytes(args.dump_posterior, buffer.getvalue())
+    atomic_write_text(json_path, json.dumps(metrics, indent=2))
+    sys.stdout.write(f"results: {json_path}\n")
+
+
+def _cmd_sample(args) -> None:
+    import textvae
+
+    model = textvae.load(args.run, args.checkpoint)
+    for line in model.sample(args.num, seed=args.seed, **_decode_settings(args)):
+        sys.stdout.write(line + "\n")
+
+
+def _read_sentences(args) -> list[str]:
+    sentences = list(args.sentences)
+    if args.file is not None:
+        from textvae.data.corpus import check_text_file
+
+        check_text_file(args.file)
+        sentences += [line.strip() for line in args.file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not sentences:
+        raise TextVAEError("no sentences: give them as arguments or with --file")
+    return sentences
+
+
+def _cmd_reconstruct(args) -> None:
+    import textvae
+
+    model = textvae.load(args.run, args.checkpoint)
+    sentences = _read_sentences(args)
+    outputs = model.reconstruct(sentences, use_mean=not args.sample_z, seed=args.seed, **_decode_settings(args))
+    for source, output in zip(sentences, outputs, strict=True):
+        sys.stdout.write(f"> {source}\n< {output}\n")
+
+
+def _cmd_interpolate(args) -> None:
+    import textvae
+
+    if args.steps < 2:
+        raise TextVAEError(f"--steps must be ≥ 2, got {args.steps}")
+    model = textvae.load(args.run, args.checkpoint)
+    for i, line in enumerate(
+        model.interpolate(args.first, args.second, args.steps, args.seed, **_decode_settings(args))
+    ):
+        sys.stdout.write(f"{i / (args.steps - 1):.2f}  {line}\n")
+
+
+COMMANDS = {
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "sample": _cmd_sample,
+    "reconstruct": _cmd_reconstruct,
+    "interpolate": _cmd_interpolate,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    try:
+        with logging_redirect_tqdm():
+            COMMANDS[args.command](args)
+    except TextVAEError as err:
+        sys.stderr.write(f"textvae: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("textvae: interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

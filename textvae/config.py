@@ -1,0 +1,210 @@
+"""Typed, frozen configuration and TOML recipe loading with strict keys.
+
+A recipe is a TOML file with the tables ``[data]``, ``[model]``, ``[train]``, ``[eval]`` and an
+optional ``[reference]`` (the paper's number this recipe reproduces). It may name one ``base``
+recipe (a path relative to itself); its tables are merged over the base key by key. Command-line
+overrides (``--set train.lr=3e-4``) are merged last. Every key is checked against the dataclass
+fields below or, for ``[model]``, against the registered constructor's signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_type_hints
+
+from textvae import registry
+from textvae.errors import TextVAEError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which corpus, and how it becomes token ids.
+
+    ``dataset`` names a corpus: ``bible`` (embedded, offline), ``ptb`` (Mikolov files in ``root``)
+    or ``files`` (``root/{train,valid,test}.txt``). Lines are whitespace-tokenized; a line
+    ``label<TAB>text`` keeps only the text.
+    """
+
+    dataset: str = "bible"
+    root: str | None = None  # directory holding the split files (ptb, files)
+    max_vocab_size: int | None = None  # most frequent words kept, specials not counted
+    min_freq: int = 1  # words seen fewer times in train become unk
+    max_len: int | None = None  # words per sentence, before BOS/EOS; longer ones are truncated
+    lowercase: bool = False
+    cache_dir: str | None = None  # Hugging Face datasets cache; None = its default
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop. SGD defaults follow He et al. 2019 (lr 1.0, clip 5, halve on plateau)."""
+
+    seed: int = 0
+    batch_size: int = 32
+    epochs: int = 100
+    max_steps: int | None = None  # stop after this many optimizer steps (whatever the epoch)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 1.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    grad_clip: float | None = 5.0  # max global gradient norm; None = no clipping
+    lr_decay_factor: float = 0.5  # lr multiplier when validation loss stops improving
+    lr_decay_patience: int = 2  # epochs without improvement before the lr decays
+    max_lr_decays: int = 5  # stop after this many decays (He et al. 2019)
+    reload_best_on_decay: bool = True  # restart from the best weights when the lr decays
+    early_stop_patience: int | None = None  # stop after this many epochs without improvement
+    validate_every_steps: int | None = None  # extra validations inside an epoch
+    max_valid_sentences: int | None = None  # seeded subset used for validation during training
+    log_every_steps: int = 50
+    checkpoint_every_steps: int | None = 500  # `last.pt` also inside an epoch, for --resume
+    progress_bar: bool = True
+    threads: int | None = None  # torch intra-op threads; None = torch's default
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Defaults for ``textvae eval``; each can be overridden on its command line."""
+
+    split: Literal["valid", "test"] = "test"
+    iw_samples: int = 500  # K in Burda et al. 2015; He et al. 2019 use 500
+    iw_chunk_size: int = 100  # samples per decoder pass; memory is bounded by this, not by K
+    batch_size: int = 32  # sentences per encoder pass
+    max_sentences: int | None = None  # a seeded subset of the split; None = all of it
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """The published number a recipe reproduces: paper, table, row, expected values, tolerance."""
+
+    paper: str = ""
+    table: str = ""
+    row: str = ""
+    expected: dict[str, float] = field(default_factory=dict)
+    tolerance: dict[str, float] = field(default_factory=dict)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    data: DataConfig
+    model: dict[str, Any]  # a validated "model" component table
+    train: TrainConfig
+    eval: EvalConfig
+    reference: ReferenceConfig
+    source: str  # the recipe file it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (saved with every run and checkpoint)."""
+        return {
+            "data": dataclasses.asdict(self.data),
+            "model": self.model,
+            "train": dataclasses.asdict(self.train),
+            "eval": dataclasses.asdict(self.eval),
+            "reference": dataclasses.asdict(self.reference),
+            "source": self.source,
+        }
+
+
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "reference": ReferenceConfig}
+_TOP_LEVEL = ["base", "description", "data", "model", "train", "eval", "reference"]
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Load a recipe file (following ``base``), apply ``--set`` overrides, validate every key."""
+    path = Path(path)
+    raw = _read_with_bases(path, seen=())
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    return recipe_from_dict(raw, source=str(path))
+
+
+def recipe_from_dict(raw: Mapping[str, Any], source: str) -> Recipe:
+    """Validate plain data (a parsed recipe, or the ``config`` saved in a run) into a Recipe."""
+    raw = dict(raw)
+    raw.pop("base", None)
+    raw.pop("description", None)
+    raw.pop("source", None)
+    unknown = sorted(set(raw) - set(_TOP_LEVEL))
+    if unknown:
+        raise TextVAEError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(_TOP_LEVEL)}")
+    sections = {name: _dataclass_from(cls, raw.get(name, {}), f"{source}: [{name}]") for name, cls in _SECTIONS.items()}
+    if "model" not in raw:
+        raise TextVAEError(f"{source}: missing [model] table; model types: {', '.join(registry.names('model'))}")
+    model = registry.validate("model", raw["model"], f"{source}: [model]")
+    return Recipe(model=model, source=source, **sections)
+
+
+def _dataclass_from(cls: type, table: Any, where: str):
+    if not isinstance(table, Mapping):
+        raise TextVAEError(f"{where}: expected a table, got {type(table).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(table) - set(names))
+    if unknown:
+        raise TextVAEError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
+    values = {k: registry.check_value(v, hints[k], f"{where}.{k}") for k, v in table.items()}
+    return cls(**values)
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    resolved = path.resolve()
+    if resolved in seen:
+        raise TextVAEError(f"{path}: 'base' chain loops back to itself")
+    raw = _read_toml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise TextVAEError(f"{path}: 'base' must be a path string, got {type(base).__name__}")
+    merged = _read_with_bases(path.parent / base, (*seen, resolved))
+    _deep_merge(merged, raw)
+    return merged
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TextVAEError(f"{path}: recipe file not found") from None
+    except IsADirectoryError:
+        raise TextVAEError(f"{path}: is a directory, expected a recipe .toml file") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise TextVAEError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise TextVAEError(f"{path}: invalid TOML: {err}") from None
+
+
+def _deep_merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            # a component table that names a new type starts afresh: the base's keys belong to another type
+            if "type" in value and value["type"] != into[key].get("type"):
+                into[key] = dict(value)
+            else:
+                _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply ``section.key=value``; the value is read as a TOML value, else taken as a string."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise TextVAEError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.lr=3e-4")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    parts = key.strip().split(".")
+    table = raw
+    for part in parts[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise TextVAEError(f"--set {assignment!r}: {part!r} is not a table")
+    table[parts[-1]] = value

@@ -1,0 +1,56 @@
+"""The LSTM inference network q(z|x) = N(mean, diag(exp(logvar)))."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from textvae.distributions import DiagGaussian
+from textvae.models.init import uniform_init
+from textvae.registry import register
+
+
+@register("encoder", "lstm", context=("vocab_size", "latent_dim", "pad_id"))
+class LSTMEncoder(nn.Module):
+    """Embedding → LSTM over BOS w_1..w_n EOS → final hidden state(s) → linear → (mean, logvar).
+
+    With ``bidirectional``, the last layer's final forward and backward states are concatenated.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        latent_dim: int,
+        pad_id: int,
+        embed_dim: int = 256,
+        hidden_dim: int = 256,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        weight_init_range: float | None = 0.01,
+        embed_init_range: float | None = 0.1,
+    ):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.lstm = nn.LSTM(
+            embed_dim,
+            hidden_dim,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        directions = 2 if bidirectional else 1
+        self.to_params = nn.Linear(hidden_dim * directions, 2 * latent_dim)
+        self.directions = directions
+        uniform_init(self, weight_init_range, embed_init_range)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> DiagGaussian:
+        embedded = self.embedding(tokens)  # (B, T, E)
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (layers * directions, B, H)
+        last = h_n[-self.directions :]  # (directions, B, H)
+        summary = torch.cat(list(last), dim=-1)  # (B, directions * H)
+        mean, logvar = self.to_params(summary).chunk(2, dim=-1)  # (B, D) each
+        return DiagGaussian(mean, logvar)

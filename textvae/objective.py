@@ -1,0 +1,101 @@
+"""Honest ELBO terms, and the separate object that says what the optimizer minimizes.
+
+The model's forward pass returns unweighted per-example quantities (``VAEOutput``);
+``elbo_terms`` turns them into the terms every reported number comes from. ``Objective`` holds
+those terms with weights; remedies (annealing, free bits, ...) change only the objective, so
+the reported ELBO, NLL, PPL and KL never depend on how a model was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from textvae.distributions import DiagGaussian
+
+# Tokens per output-layer slice when no gradient is needed: bounds the (N, V) logits at evaluation.
+EVAL_LOGIT_SLICE = 8192
+
+
+def sequence_nll(logits_fn, hidden: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Negative log-likelihood of each sequence, summed over its real target tokens, (B,).
+
+    ``hidden`` is (B, T, H), ``targets`` and ``mask`` (B, T). Only real (unmasked) positions go
+    through the output layer ``logits_fn`` (H → V) and the cross-entropy, so padding costs nothing.
+    """
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[mask]  # (N,)
+    flat_hidden = hidden[mask]  # (N, H)
+    flat_targets = targets[mask]  # (N,)
+    if torch.is_grad_enabled():
+        token_nll = F.cross_entropy(logits_fn(flat_hidden), flat_targets, reduction="none")  # (N,)
+    else:
+        token_nll = (
+            torch.cat(
+                [
+                    F.cross_entropy(logits_fn(h), t, reduction="none")
+                    for h, t in zip(
+                        flat_hidden.split(EVAL_LOGIT_SLICE), flat_targets.split(EVAL_LOGIT_SLICE), strict=True
+                    )
+                ]
+            )
+            if flat_targets.numel()
+            else flat_hidden.new_zeros(0)
+        )
+    return hidden.new_zeros(targets.shape[0]).index_add_(0, rows, token_nll)
+
+
+@dataclass
+class VAEOutput:
+    """What a forward pass returns: unweighted, per example. For a language model there is no z."""
+
+    rec: Tensor  # (B,) −log p(x|z), nats, summed over target tokens (words + EOS, not BOS)
+    num_tokens: Tensor  # (B,) target tokens per sentence: words + EOS
+    posterior: DiagGaussian | None  # q(z|x) with (B, D) parameters; None for a language model
+    z: Tensor | None  # (B, D) the sample the decoder saw
+
+
+@dataclass
+class ElboTerms:
+    """The honest per-example terms: −ELBO = rec + kl. Units are nats."""
+
+    rec: Tensor  # (B,)
+    kl: Tensor  # (B,)
+    kl_per_dim: Tensor  # (B, D); D = 0 for a language model
+    num_tokens: Tensor  # (B,)
+
+    @property
+    def neg_elbo(self) -> Tensor:
+        return self.rec + self.kl
+
+
+def elbo_terms(out: VAEOutput) -> ElboTerms:
+    """Per-example reconstruction NLL and closed-form KL(q(z|x) || N(0, I)), total and per dimension."""
+    if out.posterior is None:
+        batch = out.rec.shape[0]
+        kl_per_dim = out.rec.new_zeros(batch, 0)
+    else:
+        kl_per_dim = out.posterior.kl_per_dim()
+    return ElboTerms(rec=out.rec, kl=kl_per_dim.sum(-1), kl_per_dim=kl_per_dim, num_tokens=out.num_tokens)
+
+
+@dataclass
+class Objective:
+    """What the optimizer minimizes: Σ_k weight_k · term_k, averaged over the sentences of a batch.
+
+    Terms are per-example tensors (B,); a weight is a float (or a tensor, for a learned one). The
+    plain VAE objective is ``{"rec": 1, "kl": 1}``, i.e. the negative ELBO per sentence.
+    """
+
+    terms: dict[str, Tensor]
+    weights: dict[str, float | Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def negative_elbo(cls, terms: ElboTerms) -> Objective:
+        return cls(terms={"rec": terms.rec, "kl": terms.kl}, weights={"rec": 1.0, "kl": 1.0})
+
+    def loss(self) -> Tensor:
+        total = sum(self.weights.get(name, 1.0) * value for name, value in self.terms.items())
+        return total.mean()

@@ -1,0 +1,38 @@
+"""Results as text tables: one row per model or variant, the same columns everywhere."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+# (key in the results dict, column header, format)
+COLUMNS = [
+    ("elbo", "ELBO", "{:.2f}"),
+    ("rec", "Rec", "{:.2f}"),
+    ("kl", "KL", "{:.3f}"),
+    ("iw_nll", "IW-NLL", "{:.2f}"),
+    ("nll", "NLL", "{:.2f}"),
+    ("ppl_elbo", "PPL(ELBO)", "{:.2f}"),
+    ("ppl_iw", "PPL(IW)", "{:.2f}"),
+    ("ppl", "PPL", "{:.2f}"),
+    ("au", "AU", "{:d}"),
+    ("mi_batch", "MI(batch)", "{:.3f}"),
+    ("mi_full", "MI(full)", "{:.3f}"),
+]
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return fmt.format(value)
+
+
+def markdown_table(rows: Sequence[tuple[str, Mapping]], columns=COLUMNS, name_header: str = "model") -> str:
+    """A Markdown table; a column appears when any row has it, a missing value is shown as —."""
+    used = [c for c in columns if any(c[0] in r for _, r in rows)]
+    header = [name_header, *(title for _, title, _ in used)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for name, result in rows:
+        cells = [name, *(_cell(result.get(key), fmt) for key, _, fmt in used)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,314 @@
+"""The training loop, readable top to bottom: data → model → epochs of steps → validation → checkpoints.
+
+A run directory holds ``config.json`` (the resolved recipe), ``vocab.json``, ``metrics.jsonl``
+(one JSON object per logged step and per validation), ``last.pt`` (written every
+``checkpoint_every_steps`` steps and at every epoch end) and ``best.pt`` (lowest validation loss).
+Checkpoints are written atomically; ``resume=True`` continues from ``last.pt`` with the same
+batch order, RNG state and optimizer state, and cuts ``metrics.jsonl`` back to what that
+checkpoint had seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from textvae.checkpoint import atomic_write_text, read_checkpoint, save_checkpoint
+from textvae.config import Recipe
+from textvae.data.batching import bucketed_batches, iterate_batches
+from textvae.data.corpus import build_vocab, encode_split, load_text
+from textvae.data.vocab import Vocab
+from textvae.errors import TextVAEError
+from textvae.evaluate import select_sentences, validation_loss
+from textvae.models import build_model
+from textvae.objective import Objective, elbo_terms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of ``epoch`` already trained on
+    best_valid: float = math.inf
+    best_step: int = -1
+    lr_decays: int = 0
+    epochs_without_improvement: int = 0
+    skipped_steps: int = 0  # steps whose loss or gradient was not finite
+    finished: bool = False
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    progress: Progress
+    last_valid: dict
+    seconds: float
+
+
+def _make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise TextVAEError(f"{run_dir}: nothing to resume (no last.pt)")
+        return
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise TextVAEError(f"{run_dir}: run directory exists and is not empty; use --resume or another --out")
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+
+
+class _MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl``; ``offset`` is saved in checkpoints."""
+
+    def __init__(self, path: Path, truncate_to: int | None):
+        self.path = path
+        if truncate_to is not None and path.exists():
+            with path.open("r+b") as handle:
+                handle.truncate(truncate_to)
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    @property
+    def offset(self) -> int:
+        return self.handle.tell()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSummary:
+    cfg = recipe.train
+    run_dir = Path(run_dir)
+    _prepare_run_dir(run_dir, resume)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+
+    # --- data: the vocabulary comes from the training split (or from the checkpoint on resume)
+    resumed = read_checkpoint(run_dir / "last.pt") if resume else None
+    train_text = load_text(recipe.data, "train")
+    vocab = Vocab.from_json(resumed["vocab"]) if resumed else build_vocab(recipe.data, train_text)
+    train_split = encode_split(recipe.data, "train", vocab, train_text)
+    valid_split = encode_split(recipe.data, "valid", vocab)
+    valid_indices = select_sentences(valid_split, cfg.max_valid_sentences, cfg.seed)
+    log.info(
+        "data %s: vocab %d, train %d sentences (%d truncated), valid %d",
+        recipe.data.dataset,
+        len(vocab),
+        len(train_split),
+        train_split.num_truncated,
+        len(valid_indices),
+    )
+
+    # --- model, optimizer, scheduler
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = build_model(recipe.model, vocab)
+    optimizer = _make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience
+    )
+    progress = Progress()
+    if resumed:
+        if json.loads(resumed["config"]) != recipe.to_dict():
+            raise TextVAEError(f"{run_dir}: --resume with a different config than the run was started with")
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        _set_rng_state(resumed["rng"])
+        progress = Progress(**resumed["progress"])
+        log.info(
+            "resuming %s at step %d (epoch %d, batch %d)",
+            run_dir,
+            progress.step,
+            progress.epoch,
+            progress.batch_in_epoch,
+        )
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(recipe.to_dict(), indent=2))
+        atomic_write_text(run_dir / "vocab.json", vocab.to_json())
+    num_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s: %.2fM parameters", recipe.model["type"], num_params / 1e6)
+
+    metrics_log = _MetricsLog(run_dir / "metrics.jsonl", resumed["metrics_offset"] if resumed else None)
+
+    def checkpoint(name: str) -> None:
+        save_checkpoint(
+            run_dir / name,
+            recipe=recipe,
+            vocab=vocab,
+            model=model,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng=_rng_state(),
+            progress=asdict(progress),
+            metrics_offset=metrics_log.offset,
+        )
+
+    def validate() -> dict:
+        result = {
+            "step": progress.step,
+            **validation_loss(model, valid_split, vocab.pad_id, cfg.batch_size, valid_indices, cfg.seed),
+        }
+        improved = result["loss"] < progress.best_valid
+        if improved:
+            progress.best_valid, progress.best_step = result["loss"], progress.step
+            checkpoint("best.pt")
+        metrics_log.write(
+            {
+                "event": "valid",
+                "epoch": progress.epoch,
+                "improved": improved,
+                "lr": optimizer.param_groups[0]["lr"],
+                **result,
+            }
+        )
+        log.info(
+            "valid step %d: loss %.3f  rec %.3f  kl %.3f  ppl %.2f%s",
+            progress.step,
+            result["loss"],
+            result["rec"],
+            result["kl"],
+            result["ppl"],
+            "  (best)" if improved else "",
+        )
+        return result
+
+    started = time.perf_counter()
+    last_valid: dict = {}
+    window = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "sentences": 0, "tokens": 0, "time": time.perf_counter()}
+    stop = progress.finished
+    while not stop and progress.epoch < cfg.epochs:
+        batches = bucketed_batches(
+            train_split.lengths, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=progress.epoch
+        )
+        bar = tqdm(
+            total=len(batches),
+            initial=progress.batch_in_epoch,
+            desc=f"epoch {progress.epoch + 1}",
+            unit="batch",
+            disable=None if cfg.progress_bar else True,
+            leave=False,
+        )
+        model.train()
+        for batch in iterate_batches(train_split, batches, vocab.pad_id, start=progress.batch_in_epoch):
+            terms = elbo_terms(model(batch))
+            loss = Objective.negative_elbo(terms).loss()
+            optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                progress.skipped_steps += 1
+                log.warning("step %d: non-finite loss %s, step skipped", progress.step, float(loss))
+            else:
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                progress.step += 1
+            progress.batch_in_epoch += 1
+            window["loss"] += float(terms.rec.detach().sum() + terms.kl.detach().sum())
+            window["rec"] += float(terms.rec.detach().sum())
+            window["kl"] += float(terms.kl.detach().sum())
+            window["sentences"] += len(batch)
+            window["tokens"] += batch.num_target_tokens
+            elapsed = time.perf_counter() - window["time"]
+            bar.update(1)
+            bar.set_postfix(
+                tok_s=f"{window['tokens'] / max(elapsed, 1e-9):.0f}",
+                loss=f"{window['loss'] / window['sentences']:.2f}",
+                kl=f"{window['kl'] / window['sentences']:.3f}",
+            )
+            if progress.step % cfg.log_every_steps == 0:
+                record = {
+                    "event": "train",
+                    "step": progress.step,
+                    "epoch": progress.epoch,
+                    "loss": window["loss"] / window["sentences"],
+                    "rec": window["rec"] / window["sentences"],
+                    "kl": window["kl"] / window["sentences"],
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
+                }
+                metrics_log.write(record)
+                log.debug("train %s", record)
+                window.update(loss=0.0, rec=0.0, kl=0.0, sentences=0, tokens=0, time=time.perf_counter())
+            if cfg.validate_every_steps and progress.step % cfg.validate_every_steps == 0:
+                last_valid = validate()
+                model.train()
+            reached_max = cfg.max_steps is not None and progress.step >= cfg.max_steps
+            if reached_max:
+                stop = True
+                break
+            if cfg.checkpoint_every_steps and progress.step % cfg.checkpoint_every_steps == 0:
+                checkpoint("last.pt")
+        bar.close()
+        if stop:
+            break
+        progress.epoch += 1
+        progress.batch_in_epoch = 0
+        last_valid = validate()
+        stop = _end_of_epoch(progress, last_valid, scheduler, optimizer, model, run_dir, cfg)
+        checkpoint("last.pt")
+
+    if not progress.finished:
+        if last_valid.get("step") != progress.step:
+            last_valid = validate()
+        progress.finished = True
+        checkpoint("last.pt")
+    metrics_log.close()
+    seconds = time.perf_counter() - started
+    log.info(
+        "finished at step %d (best valid %.3f at step %d) in %.0fs; %d steps skipped",
+        progress.step,
+        progress.best_valid,
+        progress.best_step,
+        seconds,
+        progress.skipped_steps,
+    )
+    return TrainSummary(run_dir, progress, last_valid, seconds)
+
+
+def _end_of_epoch(progress, valid, scheduler, optimizer, model, run_dir, cfg) -> bool:
+    """Learning-rate decay on plateau (reloading the best weights), early stopping. True = stop."""
+    improved = progress.best_step == progress.step
+    progress.epochs_without_improvement = 0 if improved else progress.epochs_without_improvement + 1
+    lr_before = optimizer.param_groups[0]["lr"]
+    scheduler.step(valid["loss"])
+    if optimizer.param_groups[0]["lr"] < lr_before:
+        progress.lr_decays += 1
+        log.info("lr decay %d: %.4g → %.4g", progress.lr_decays, lr_before, optimizer.param_groups[0]["lr"])
+        if cfg.reload_best_on_decay and (run_dir / "best.pt").is_file():
+            model.load_state_dict(read_checkpoint(run_dir / "best.pt")["model"])
+        if progress.lr_decays >= cfg.max_lr_decays:
+            log.info("stopping: %d learning-rate decays", progress.lr_decays)
+            return True
+    if cfg.early_stop_patience is not None and progress.epochs_without_improvement >= cfg.early_stop_patience:
+        log.info("early stop: %d epochs without improvement", progress.epochs_without_improvement)
+        return True
+    return False
