@@ -1,4 +1,4 @@
-"""The command line: ``textvae train | eval | sample | reconstruct | interpolate``.
+"""The command line: ``textvae train | eval | sample | reconstruct | interpolate | report``.
 
 Every user error is reported as one line on stderr (``textvae: error: ...``) with exit status 2.
 """
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate.add_argument("second")
     interpolate.add_argument("--steps", type=_positive_int, default=5)
     _add_decode_options(interpolate)
+    report = commands.add_parser("report", help="one table from evaluation results files")
+    report.add_argument("results", type=Path, nargs="+", help="eval JSON files (textvae eval --json)")
     return parser
 
 
@@ -221,12 +223,30 @@ def _cmd_interpolate(args) -> None:
         sys.stdout.write(f"{i / (args.steps - 1):.2f}  {line}\n")
 
 
+def _cmd_report(args) -> None:
+    from textvae.report import markdown_table
+
+    rows = []
+    for path in args.results:
+        if not path.is_file():
+            raise TextVAEError(f"{path}: results file not found")
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TextVAEError(f"{path}: not a JSON results file ({err})") from None
+        if not isinstance(result, dict) or "kind" not in result:
+            raise TextVAEError(f"{path}: not a textvae evaluation results file")
+        rows.append((path.parent.name if path.name.startswith("eval_") else path.stem, result))
+    sys.stdout.write(markdown_table(rows) + "\n")
+
+
 COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
     "sample": _cmd_sample,
     "reconstruct": _cmd_reconstruct,
     "interpolate": _cmd_interpolate,
+    "report": _cmd_report,
 }
 
 
