@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -35,15 +36,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _add_decode_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding")
     group.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="greedy")
-    group.add_argument("--temperature", type=float, default=1.0)
+    group.add_argument("--temperature", type=_positive_float, default=1.0)
     group.add_argument("--top-k", type=_positive_int, default=None)
     group.add_argument("--top-p", type=float, default=None)
     group.add_argument("--beam-size", type=_positive_int, default=5)
     group.add_argument("--max-len", type=_positive_int, default=50, help="maximum generated tokens")
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--seed", type=_non_negative_int, default=0)
     group.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
 
@@ -76,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--iw-chunk-size", type=_positive_int, default=None)
     evaluate.add_argument("--batch-size", type=_positive_int, default=None)
     evaluate.add_argument("--max-sentences", type=_positive_int, default=None, help="seeded subset")
-    evaluate.add_argument("--seed", type=int, default=None)
+    evaluate.add_argument("--seed", type=_non_negative_int, default=None)
     evaluate.add_argument("--data-root", default=None, help="where the corpus files are, if moved")
     evaluate.add_argument("--json", type=Path, default=None, help="results file (default RUN/eval_SPLIT.json)")
     evaluate.add_argument("--plot", type=Path, default=None, help="KL-per-dimension PNG (default beside --json)")
@@ -128,6 +149,8 @@ def _output_paths(args, split: str) -> tuple[Path, Path]:
     for path in (json_path, plot_path, args.dump_posterior):
         if path is not None and not path.parent.is_dir():
             raise TextVAEError(f"{path}: directory {path.parent} does not exist")
+        if path is not None and path.is_dir():
+            raise TextVAEError(f"{path}: is a directory, expected a file name")
     return json_path, plot_path
 
 
@@ -139,7 +162,6 @@ def _cmd_eval(args) -> None:
     from textvae.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, resolve_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.evaluate import EvalSettings, evaluate
-    from textvae.plots import plot_kl_per_dim
     from textvae.report import markdown_table
 
     checkpoint_path = resolve_checkpoint(args.run, args.checkpoint)
@@ -165,6 +187,8 @@ def _cmd_eval(args) -> None:
 
     sys.stdout.write(markdown_table([(checkpoint_path.parent.name or str(checkpoint_path), metrics)]) + "\n")
     if loaded.model.has_latent:
+        from textvae.plots import plot_kl_per_dim  # matplotlib: imported only once there is something to plot
+
         sys.stdout.write(
             f"IW-NLL {metrics['iw_nll']:.3f} ± {metrics['iw_nll_se']:.3f} (s.e. over sentences), "
             f"Monte-Carlo s.e. per sentence {metrics['iw_nll_mc_se']:.4f}, K = {settings.iw_samples}, "

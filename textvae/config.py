@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
 from textvae import registry
 from textvae.errors import TextVAEError
+
+_AT_LEAST_ONE = (lambda v: v >= 1, "≥ 1")
+_NON_NEGATIVE = (lambda v: v >= 0, "≥ 0")
+_POSITIVE = (lambda v: v > 0, "> 0")
+
+
+def _check_ranges(cfg, rules: Mapping[str, tuple[Callable[[Any], bool], str]]) -> None:
+    """Raise a one-line error for the first field outside its range; None (= off) is always allowed."""
+    for name, (ok, rule) in rules.items():
+        value = getattr(cfg, name)
+        if value is not None and not ok(value):
+            raise TextVAEError(f"{name}: must be {rule}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,9 @@ class DataConfig:
     max_len: int | None = None  # words per sentence, before BOS/EOS; longer ones are truncated
     lowercase: bool = False
     cache_dir: str | None = None  # Hugging Face datasets cache; None = its default
+
+    def __post_init__(self):
+        _check_ranges(self, dict.fromkeys(("max_vocab_size", "min_freq", "max_len"), _AT_LEAST_ONE))
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,17 @@ class TrainConfig:
     progress_bar: bool = True
     threads: int | None = None  # torch intra-op threads; None = torch's default
 
+    def __post_init__(self):
+        counts = ("batch_size", "epochs", "max_steps", "early_stop_patience", "validate_every_steps")
+        counts += ("max_valid_sentences", "log_every_steps", "checkpoint_every_steps", "threads")
+        rules = {
+            **dict.fromkeys(counts, _AT_LEAST_ONE),
+            **dict.fromkeys(("seed", "momentum", "weight_decay", "lr_decay_patience", "max_lr_decays"), _NON_NEGATIVE),
+            **dict.fromkeys(("lr", "grad_clip"), _POSITIVE),
+            "lr_decay_factor": (lambda v: 0 < v < 1, "in (0, 1)"),  # ReduceLROnPlateau needs a factor < 1
+        }
+        _check_ranges(self, rules)
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -74,6 +100,10 @@ class EvalConfig:
     batch_size: int = 32  # sentences per encoder pass
     max_sentences: int | None = None  # a seeded subset of the split; None = all of it
     seed: int = 0
+
+    def __post_init__(self):
+        counts = ("iw_samples", "iw_chunk_size", "batch_size", "max_sentences")
+        _check_ranges(self, {**dict.fromkeys(counts, _AT_LEAST_ONE), "seed": _NON_NEGATIVE})
 
 
 @dataclass(frozen=True)
@@ -147,7 +177,10 @@ def _dataclass_from(cls: type, table: Any, where: str):
     if unknown:
         raise TextVAEError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
     values = {k: registry.check_value(v, hints[k], f"{where}.{k}") for k, v in table.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except TextVAEError as err:  # a value out of range: "field: must be ..."
+        raise TextVAEError(f"{where}.{err}") from None
 
 
 def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:

@@ -112,7 +112,11 @@ def build(kind: str, spec: Mapping[str, Any], where: str = "", **context: Any) -
     kwargs = {k: v for k, v in checked.items() if k != "type"}
     accepted = inspect.signature(entry.factory).parameters
     kwargs.update({k: v for k, v in context.items() if k in accepted})
-    return entry.factory(**kwargs)
+    try:
+        return entry.factory(**kwargs)
+    except ValueError as err:  # a value the constructor (or torch inside it) rejects, e.g. hidden_dim = 0
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "invalid value"
+        raise TextVAEError(f"{where}: {reason}") from None
 
 
 def check_value(value: Any, annotation: Any, where: str) -> Any:

@@ -25,7 +25,7 @@ from textvae.checkpoint import atomic_write_text, read_checkpoint, save_checkpoi
 from textvae.config import Recipe
 from textvae.data.batching import bucketed_batches, iterate_batches
 from textvae.data.corpus import build_vocab, encode_split, load_text
-from textvae.data.vocab import Vocab
+from textvae.data.vocab import BOS, EOS, PAD, Vocab
 from textvae.errors import TextVAEError
 from textvae.evaluate import select_sentences, validation_loss
 from textvae.models import build_model
@@ -110,12 +110,18 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
 
-    # --- data: the vocabulary comes from the training split (or from the checkpoint on resume)
     resumed = read_checkpoint(run_dir / "last.pt") if resume else None
+    if resumed and json.loads(resumed["config"]) != recipe.to_dict():
+        raise TextVAEError(f"{run_dir}: --resume with a different config than the run was started with")
+    # a model the recipe cannot build (a size torch rejects) fails here, before any data is read
+    build_model(recipe.model, Vocab(words=(PAD, BOS, EOS, "<unk>", "word")))
+
+    # --- data: the vocabulary comes from the training split (or from the checkpoint on resume)
+    valid_text = load_text(recipe.data, "valid")  # checked first: a missing file fails before train is cached
     train_text = load_text(recipe.data, "train")
     vocab = Vocab.from_json(resumed["vocab"]) if resumed else build_vocab(recipe.data, train_text)
     train_split = encode_split(recipe.data, "train", vocab, train_text)
-    valid_split = encode_split(recipe.data, "valid", vocab)
+    valid_split = encode_split(recipe.data, "valid", vocab, valid_text)
     valid_indices = select_sentences(valid_split, cfg.max_valid_sentences, cfg.seed)
     log.info(
         "data %s: vocab %d, train %d sentences (%d truncated), valid %d",
@@ -136,8 +142,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
     )
     progress = Progress()
     if resumed:
-        if json.loads(resumed["config"]) != recipe.to_dict():
-            raise TextVAEError(f"{run_dir}: --resume with a different config than the run was started with")
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
@@ -256,7 +260,17 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
                     "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
                 }
                 metrics_log.write(record)
-                log.debug("train %s", record)
+                # without a visible progress bar (not a terminal, or switched off) progress goes to the log
+                (log.debug if not bar.disable else log.info)(
+                    "step %d (epoch %d): loss %.2f  rec %.2f  kl %.3f  lr %.3g  %.0f tokens/s",
+                    progress.step,
+                    progress.epoch + 1,
+                    record["loss"],
+                    record["rec"],
+                    record["kl"],
+                    record["lr"],
+                    record["tokens_per_s"],
+                )
                 window.update(loss=0.0, rec=0.0, kl=0.0, sentences=0, tokens=0, time=time.perf_counter())
             if cfg.validate_every_steps and progress.step % cfg.validate_every_steps == 0:
                 last_valid = validate()
