@@ -135,8 +135,8 @@ def iw_throughput(recipe: Recipe, vocab, test_split: EncodedSplit, *, num_senten
     generator = torch.Generator().manual_seed(cfg.seed)
 
     def iw_nll(batch: Batch, num_samples: int) -> torch.Tensor:
-        posterior = model.encode(batch)  # q(z|x) with (B, D) parameters
-        log_weights = importance_log_weights(model, batch, posterior, num_samples, cfg.iw_chunk_size, generator)
+        inference = model.infer(batch)  # q(z|x) with (B, D) parameters and the encoder context
+        log_weights = importance_log_weights(model, batch, inference, num_samples, cfg.iw_chunk_size, generator)
         return -metrics.iw_log_likelihood(log_weights)  # (B,)
 
     warmup_batch = next(iterate_batches(test_split, batches[:1], vocab.pad_id))

@@ -9,6 +9,7 @@ from textvae import metrics
 from textvae.data.batching import Batch
 from textvae.distributions import DiagGaussian, standard_normal_log_prob
 from textvae.evaluate import EvalSettings, evaluate, importance_log_weights
+from textvae.models.vae import Inference
 from textvae.objective import elbo_terms
 
 
@@ -16,7 +17,7 @@ def test_iw_nll_with_one_sample_equals_the_one_sample_negative_elbo(tiny_vae, ba
     out = tiny_vae(batch, generator=torch.Generator().manual_seed(7))
     one_sample_neg_elbo = out.rec + out.posterior.log_prob(out.z) - standard_normal_log_prob(out.z)
     log_weights = importance_log_weights(
-        tiny_vae, batch, tiny_vae.encode(batch), 1, 1, torch.Generator().manual_seed(7)
+        tiny_vae, batch, tiny_vae.infer(batch), 1, 1, torch.Generator().manual_seed(7)
     )  # same generator state: the same z
     torch.testing.assert_close(-metrics.iw_log_likelihood(log_weights), one_sample_neg_elbo)
 
@@ -28,6 +29,10 @@ class LinearGaussian:
 
     def __init__(self, weight, bias, noise_std):
         self.weight, self.bias, self.noise_std = weight, bias, noise_std
+
+    def sample_latent(self, inference, num_samples, generator):
+        z = inference.posterior.rsample(num_samples, generator=generator)
+        return z, inference.posterior.log_prob_per_dim(z)
 
     def log_likelihood(self, batch, z):  # z (K, B, D) → (K, B); batch.tokens holds x (B, X)
         mean = z @ self.weight.T + self.bias  # (K, B, X)
@@ -48,27 +53,27 @@ def _linear_gaussian_case():
     # a deliberately imperfect posterior: the prior, widened a little (so the bound is loose at K = 1)
     posterior = DiagGaussian(torch.zeros(6, 3, dtype=torch.float64), torch.full((6, 3), 0.3, dtype=torch.float64))
     batch = Batch(tokens=x, lengths=torch.ones(6), indices=torch.arange(6))
-    return model, posterior, batch
+    return model, Inference(posterior, context=torch.zeros(6, 0)), batch
 
 
 def test_iw_nll_converges_to_the_exact_log_likelihood():
-    model, posterior, batch = _linear_gaussian_case()
+    model, inference, batch = _linear_gaussian_case()
     exact = model.exact_log_marginal(batch.tokens)
     generator = torch.Generator().manual_seed(1)
-    log_weights = importance_log_weights(model, batch, posterior, 20_000, 1_000, generator)
+    log_weights = importance_log_weights(model, batch, inference, 20_000, 1_000, generator)
     estimate = metrics.iw_log_likelihood(log_weights)
     standard_error = metrics.iw_monte_carlo_se(log_weights)
     assert torch.all((estimate - exact).abs() < 5 * standard_error + 1e-3), (estimate, exact)
 
 
 def test_iw_bound_tightens_as_k_grows():
-    model, posterior, batch = _linear_gaussian_case()
+    model, inference, batch = _linear_gaussian_case()
     exact = model.exact_log_marginal(batch.tokens)
     generator = torch.Generator().manual_seed(2)
     gaps = []
     for k in (1, 10, 100):
         repeats = [
-            metrics.iw_log_likelihood(importance_log_weights(model, batch, posterior, k, k, generator))
+            metrics.iw_log_likelihood(importance_log_weights(model, batch, inference, k, k, generator))
             for _ in range(200)
         ]
         gaps.append(float((exact - torch.stack(repeats).mean(0)).mean()))

@@ -97,7 +97,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         vocab = Vocab.from_json(payload["vocab"])
     except (json.JSONDecodeError, TypeError) as err:
         raise TextVAEError(f"{path}: checkpoint config or vocab is not valid JSON ({err})") from None
-    model = build_model(recipe.model, vocab)
+    model = build_model(recipe.model, vocab, recipe.remedies)
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError) as err:

@@ -1,4 +1,4 @@
-"""The command line: ``textvae train | eval | sample | reconstruct | interpolate | report``.
+"""The command line: ``textvae train | eval | sample | reconstruct | interpolate | ablate | report``.
 
 Every user error is reported as one line on stderr (``textvae: error: ...``) with exit status 2.
 """
@@ -54,6 +54,16 @@ def _positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")] if "," in text else list(range(int(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or a comma-separated list of seeds, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"seeds must be ≥ 0 and at least one, got {text!r}")
+    return values
 
 
 def _add_decode_options(parser: argparse.ArgumentParser) -> None:
@@ -122,8 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate.add_argument("second")
     interpolate.add_argument("--steps", type=_positive_int, default=5)
     _add_decode_options(interpolate)
-    report = commands.add_parser("report", help="one table from evaluation results files")
-    report.add_argument("results", type=Path, nargs="+", help="eval JSON files (textvae eval --json)")
+    ablate = commands.add_parser("ablate", help="run an ablation: variants over a base recipe, one table")
+    ablate.add_argument("ablation", type=Path, help="ablation TOML file with [[variants]]")
+    ablate.add_argument("--out", type=Path, required=True, help="results directory (re-running resumes)")
+    ablate.add_argument("--jobs", type=_positive_int, default=1, help="variants trained at the same time")
+    ablate.add_argument("--seeds", type=_seed_list, default=None, help="N (seeds 0..N-1) or a list like 0,3,7")
+    ablate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    report = commands.add_parser("report", help="re-render an ablation directory, or tabulate eval results")
+    report.add_argument("results", type=Path, nargs="+", help="an ablation directory, or eval JSON files")
     return parser
 
 
@@ -247,9 +264,32 @@ def _cmd_interpolate(args) -> None:
         sys.stdout.write(f"{i / (args.steps - 1):.2f}  {line}\n")
 
 
+def _cmd_ablate(args) -> None:
+    from textvae.ablation import results_markdown, run_ablation, summarize
+
+    rows = run_ablation(args.ablation, args.out, jobs=args.jobs, seeds=args.seeds, overrides=args.overrides)
+    sys.stdout.write(results_markdown(summarize(rows)) + "\n")
+    sys.stdout.write(f"results: {args.out}/results.md, results.csv, results.json and *.png\n")
+    if any("error" in row for row in rows):
+        raise TextVAEError(f"{sum('error' in row for row in rows)} of {len(rows)} runs failed (see the table)")
+
+
 def _cmd_report(args) -> None:
     from textvae.report import markdown_table
 
+    if len(args.results) == 1 and args.results[0].is_dir():
+        from textvae.ablation import results_markdown, summarize, write_results
+
+        results_file = args.results[0] / "results.json"
+        if not results_file.is_file():
+            raise TextVAEError(f"{args.results[0]}: not an ablation directory (no results.json)")
+        try:
+            rows = json.loads(results_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TextVAEError(f"{results_file}: not a JSON results file ({err})") from None
+        write_results(args.results[0], rows)
+        sys.stdout.write(results_markdown(summarize(rows)) + "\n")
+        return
     rows = []
     for path in args.results:
         if not path.is_file():
@@ -270,6 +310,7 @@ COMMANDS = {
     "sample": _cmd_sample,
     "reconstruct": _cmd_reconstruct,
     "interpolate": _cmd_interpolate,
+    "ablate": _cmd_ablate,
     "report": _cmd_report,
 }
 

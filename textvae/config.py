@@ -1,7 +1,8 @@
 """Typed, frozen configuration and TOML recipe loading with strict keys.
 
-A recipe is a TOML file with the tables ``[data]``, ``[model]``, ``[train]``, ``[eval]`` and an
-optional ``[reference]`` (the paper's number this recipe reproduces). It may name one ``base``
+A recipe is a TOML file with the tables ``[data]``, ``[model]``, ``[train]``, ``[eval]``, an
+optional ``[reference]`` (the paper's number this recipe reproduces) and any number of
+``[[remedies]]`` (posterior-collapse remedies; listed = on). It may name one ``base``
 recipe (a path relative to itself); its tables are merged over the base key by key. Command-line
 overrides (``--set train.lr=3e-4``) are merged last. Every key is checked against the dataclass
 fields below or, for ``[model]``, against the registered constructor's signature.
@@ -122,6 +123,8 @@ class ReferenceConfig:
 class Recipe:
     data: DataConfig
     model: dict[str, Any]  # a validated "model" component table
+    remedies: tuple[dict[str, Any], ...]  # validated "remedy" component tables, in recipe order
+    strategy: dict[str, Any]  # a validated "strategy" component table (how a training step works)
     train: TrainConfig
     eval: EvalConfig
     reference: ReferenceConfig
@@ -132,6 +135,8 @@ class Recipe:
         return {
             "data": dataclasses.asdict(self.data),
             "model": self.model,
+            "remedies": list(self.remedies),
+            "strategy": self.strategy,
             "train": dataclasses.asdict(self.train),
             "eval": dataclasses.asdict(self.eval),
             "reference": dataclasses.asdict(self.reference),
@@ -140,16 +145,21 @@ class Recipe:
 
 
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "reference": ReferenceConfig}
-_TOP_LEVEL = ["base", "description", "data", "model", "train", "eval", "reference"]
+_TOP_LEVEL = ["base", "description", "data", "model", "remedies", "strategy", "train", "eval", "reference"]
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Load a recipe file (following ``base``), apply ``--set`` overrides, validate every key."""
     path = Path(path)
-    raw = _read_with_bases(path, seen=())
+    raw = read_recipe_tables(path)
     for assignment in overrides:
-        _apply_override(raw, assignment)
+        apply_override(raw, assignment)
     return recipe_from_dict(raw, source=str(path))
+
+
+def read_recipe_tables(path: str | Path) -> dict[str, Any]:
+    """A recipe file's tables with its ``base`` chain merged in, not yet validated."""
+    return _read_with_bases(Path(path), seen=())
 
 
 def recipe_from_dict(raw: Mapping[str, Any], source: str) -> Recipe:
@@ -165,7 +175,14 @@ def recipe_from_dict(raw: Mapping[str, Any], source: str) -> Recipe:
     if "model" not in raw:
         raise TextVAEError(f"{source}: missing [model] table; model types: {', '.join(registry.names('model'))}")
     model = registry.validate("model", raw["model"], f"{source}: [model]")
-    return Recipe(model=model, source=source, **sections)
+    remedy_tables = raw.get("remedies", [])
+    if not isinstance(remedy_tables, list):
+        raise TextVAEError(f"{source}: 'remedies' must be an array of tables ([[remedies]])")
+    remedies = tuple(
+        registry.validate("remedy", table, f"{source}: [[remedies]] #{i + 1}") for i, table in enumerate(remedy_tables)
+    )
+    strategy = registry.validate("strategy", raw.get("strategy", {"type": "standard"}), f"{source}: [strategy]")
+    return Recipe(model=model, remedies=remedies, strategy=strategy, source=source, **sections)
 
 
 def _dataclass_from(cls: type, table: Any, where: str):
@@ -187,18 +204,18 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     resolved = path.resolve()
     if resolved in seen:
         raise TextVAEError(f"{path}: 'base' chain loops back to itself")
-    raw = _read_toml(path)
+    raw = read_toml(path)
     base = raw.pop("base", None)
     if base is None:
         return raw
     if not isinstance(base, str):
         raise TextVAEError(f"{path}: 'base' must be a path string, got {type(base).__name__}")
     merged = _read_with_bases(path.parent / base, (*seen, resolved))
-    _deep_merge(merged, raw)
+    deep_merge(merged, raw)
     return merged
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -213,19 +230,19 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise TextVAEError(f"{path}: invalid TOML: {err}") from None
 
 
-def _deep_merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
+def deep_merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(into.get(key), dict):
             # a component table that names a new type starts afresh: the base's keys belong to another type
             if "type" in value and value["type"] != into[key].get("type"):
                 into[key] = dict(value)
             else:
-                _deep_merge(into[key], value)
+                deep_merge(into[key], value)
         else:
             into[key] = value
 
 
-def _apply_override(raw: dict[str, Any], assignment: str) -> None:
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply ``section.key=value``; the value is read as a TOML value, else taken as a string."""
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():

@@ -29,9 +29,13 @@ class DiagGaussian:
         eps = torch.randn(shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device)
         return self.mean + eps * self.std
 
+    def log_prob_per_dim(self, z: Tensor) -> Tensor:
+        """log q(z_d|x) for each dimension; z is (..., B, D), the result too."""
+        return -0.5 * (LOG_2PI + self.logvar + (z - self.mean) ** 2 / self.logvar.exp())
+
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) summed over D; z is (..., B, D), the result (..., B)."""
-        return (-0.5 * (LOG_2PI + self.logvar + (z - self.mean) ** 2 / self.logvar.exp())).sum(-1)
+        return self.log_prob_per_dim(z).sum(-1)
 
     def kl_per_dim(self) -> Tensor:
         """Closed-form KL(q(z|x) || N(0, I)) for each dimension, (B, D), in nats."""

@@ -8,6 +8,8 @@ Definitions (nats; per sentence unless a name says otherwise), following He et a
   tokens are words + EOS (BOS is never predicted).
 - ``au``: dimensions with Var_x(E_q[z_d]) ≥ 0.01; ``mi_batch`` (He et al. 2019, aggregate posterior
   per evaluation minibatch) and ``mi_full`` (Li et al. 2019, over the whole evaluated set).
+  With a posterior flow (IAF), AU and MI are measured on the Gaussian q0(z0|x) the flow starts
+  from (its mean and variance); ELBO, KL and IW-NLL use the full flow posterior.
 Every random draw comes from one generator seeded with ``seed``, so a result is reproducible.
 """
 
@@ -106,18 +108,18 @@ def _evaluate_lm(model, split, batches, pad_id, bar) -> EvalResult:
     )
 
 
-def importance_log_weights(model, batch, posterior, num_samples: int, chunk_size: int, generator) -> torch.Tensor:
+def importance_log_weights(model, batch, inference, num_samples: int, chunk_size: int, generator) -> torch.Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q(z|x): (K, B).
 
-    The encoder ran once (``posterior``); the decoder runs on ``chunk_size`` samples at a time, so
-    memory does not grow with K.
+    The encoder ran once (``inference``); the decoder runs on ``chunk_size`` samples at a time, so
+    memory does not grow with K. With a posterior flow, q(z|x) includes its log-determinant.
     """
     chunks = []
     for start in range(0, num_samples, chunk_size):
         count = min(chunk_size, num_samples - start)
-        z = posterior.rsample(count, generator=generator)  # (c, B, D)
+        z, log_q_per_dim = model.sample_latent(inference, count, generator)  # (c, B, D) each
         log_px_z = model.log_likelihood(batch, z)  # (c, B)
-        chunks.append(log_px_z + standard_normal_log_prob(z) - posterior.log_prob(z))
+        chunks.append(log_px_z + standard_normal_log_prob(z) - log_q_per_dim.sum(-1))
     return torch.cat(chunks)  # (K, B)
 
 
@@ -130,9 +132,9 @@ def _evaluate_vae(model, split, batches, chosen, pad_id, settings, generator, ba
     kl_per_dim = torch.zeros(latent_dim, dtype=torch.float64)
     total_tokens, num_sentences, mi_batch_weighted = 0, 0, 0.0
     for batch in iterate_batches(split, batches, pad_id):
-        out = model(batch, generator=generator)
-        terms = elbo_terms(out)
-        posterior = out.posterior
+        inference = model.infer(batch)  # the encoder runs once per sentence
+        terms = elbo_terms(model(batch, generator=generator, inference=inference))
+        posterior = inference.posterior  # with a flow: the Gaussian it starts from (AU and MI use it)
         rows = torch.tensor([position[int(i)] for i in batch.indices])
         means[rows], logvars[rows] = posterior.mean, posterior.logvar
         sums["rec"] += float(terms.rec.sum())
@@ -143,7 +145,7 @@ def _evaluate_vae(model, split, batches, chosen, pad_id, settings, generator, ba
         mi_batch_weighted += metrics.mutual_info_minibatch(posterior.mean, posterior.logvar, generator) * len(batch)
 
         log_weights = importance_log_weights(
-            model, batch, posterior, settings.iw_samples, settings.iw_chunk_size, generator
+            model, batch, inference, settings.iw_samples, settings.iw_chunk_size, generator
         )
         iw_nll = -metrics.iw_log_likelihood(log_weights)  # (B,)
         sums["iw_nll"] += float(iw_nll.sum())
@@ -183,24 +185,30 @@ def _evaluate_vae(model, split, batches, chosen, pad_id, settings, generator, ba
 
 @torch.no_grad()
 def validation_loss(model, split: EncodedSplit, pad_id: int, batch_size: int, indices: np.ndarray, seed: int) -> dict:
-    """Fast validation during training: mean −ELBO (or NLL) per sentence, KL and PPL; no IW."""
+    """Fast validation during training: mean −ELBO (or NLL) per sentence, KL, PPL and MI; no IW."""
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     batches = [indices[b] for b in bucketed_batches(split.lengths[indices], batch_size, shuffle=False)]
-    rec = kl = 0.0
+    rec = kl = mi_weighted = 0.0
     tokens = sentences = 0
     for batch in iterate_batches(split, batches, pad_id):
-        terms = elbo_terms(model(batch, generator=generator))
+        out = model(batch, generator=generator)
+        terms = elbo_terms(out)
         rec += float(terms.rec.sum())
         kl += float(terms.kl.sum())
         tokens += int(terms.num_tokens.sum())
         sentences += len(batch)
+        if out.posterior is not None:
+            mi_weighted += metrics.mutual_info_minibatch(out.posterior.mean, out.posterior.logvar, generator) * len(
+                batch
+            )
     model.train(was_training)
     return {
         "loss": (rec + kl) / sentences,
         "rec": rec / sentences,
         "kl": kl / sentences,
         "ppl": metrics.perplexity(rec + kl, tokens),
+        "mi": mi_weighted / sentences,  # He et al. 2019's minibatch estimator; 0 for a language model
         "num_sentences": sentences,
     }

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from textvae.distributions import DiagGaussian
+from textvae.distributions import LOG_2PI, DiagGaussian
 
 # Tokens per output-layer slice when no gradient is needed: bounds the (N, V) logits at evaluation.
 EVAL_LOGIT_SLICE = 8192
@@ -55,6 +55,8 @@ class VAEOutput:
     num_tokens: Tensor  # (B,) target tokens per sentence: words + EOS
     posterior: DiagGaussian | None  # q(z|x) with (B, D) parameters; None for a language model
     z: Tensor | None  # (B, D) the sample the decoder saw
+    # with a posterior flow (IAF): log q(z|x) of that z per dimension, (B, D) = log q0(z0_d) − log|∂z_d/∂z0_d|
+    log_q_per_dim: Tensor | None = None
 
 
 @dataclass
@@ -72,10 +74,18 @@ class ElboTerms:
 
 
 def elbo_terms(out: VAEOutput) -> ElboTerms:
-    """Per-example reconstruction NLL and closed-form KL(q(z|x) || N(0, I)), total and per dimension."""
+    """Per-example reconstruction NLL and KL(q(z|x) || N(0, I)), total and per dimension.
+
+    The KL is in closed form for a diagonal Gaussian posterior. With a posterior flow it is the
+    one-sample Monte-Carlo estimate log q(z|x) − log p(z) at the z the decoder saw (Kingma et al.
+    2016); its per-dimension split uses the flow's per-dimension log-determinant, so the dimensions
+    still add up to the total.
+    """
     if out.posterior is None:
         batch = out.rec.shape[0]
         kl_per_dim = out.rec.new_zeros(batch, 0)
+    elif out.log_q_per_dim is not None:
+        kl_per_dim = out.log_q_per_dim + 0.5 * (LOG_2PI + out.z**2)  # log q(z_d) − log N(z_d; 0, 1)
     else:
         kl_per_dim = out.posterior.kl_per_dim()
     return ElboTerms(rec=out.rec, kl=kl_per_dim.sum(-1), kl_per_dim=kl_per_dim, num_tokens=out.num_tokens)

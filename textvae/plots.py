@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,3 +24,69 @@ def plot_kl_per_dim(kl_per_dim: Sequence[float], path: Path, title: str, active:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_ablation(out_dir: Path, rows: Sequence[dict], slugs: dict[str, str]) -> None:
+    """Three PNGs for an ablation directory: KL and MI over training (every variant in one figure),
+    the final KL per dimension (a heatmap, variants × dimensions) and the active units per variant.
+    Curves come from each variant's first seed; the heatmap and AU bars average the seeds."""
+    finished = [r for r in rows if "error" not in r]
+    names = list(dict.fromkeys(r["variant"] for r in finished))
+    if not names:
+        return
+    figure, (kl_axes, mi_axes) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for name in names:
+        seed = min(r["seed"] for r in finished if r["variant"] == name)
+        records = _read_metrics(out_dir / slugs[name] / f"seed{seed}" / "metrics.jsonl")
+        train = [r for r in records if r["event"] == "train"]
+        valid = [r for r in records if r["event"] == "valid" and "mi" in r]
+        if train:
+            kl_axes.plot([r["step"] for r in train], [r["kl"] for r in train], label=name)
+        if valid:
+            mi_axes.plot([r["step"] for r in valid], [r["mi"] for r in valid], marker="o", label=name)
+    kl_axes.set(xlabel="step", ylabel="KL (nats, training batches)", title="KL over training")
+    mi_axes.set(xlabel="step", ylabel="I(x; z) (nats, validation)", title="mutual information over training")
+    for axes in (kl_axes, mi_axes):
+        axes.grid(alpha=0.3)
+    if kl_axes.get_legend_handles_labels()[0]:
+        kl_axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(out_dir / "training_curves.png", dpi=110)
+    plt.close(figure)
+
+    latent = [n for n in names if any(r.get("kl_per_dim") for r in finished if r["variant"] == n)]
+    if latent:
+        matrix = []
+        for name in latent:
+            per_seed = [r["kl_per_dim"] for r in finished if r["variant"] == name]
+            matrix.append([sum(values) / len(per_seed) for values in zip(*per_seed, strict=True)])
+        width = max(len(row) for row in matrix)
+        padded = [row + [float("nan")] * (width - len(row)) for row in matrix]
+        figure, axes = plt.subplots(figsize=(max(6.0, 0.3 * width + 3), 0.4 * len(latent) + 1.5))
+        image = axes.imshow(padded, aspect="auto", cmap="viridis")
+        axes.set_yticks(range(len(latent)), latent, fontsize=8)
+        axes.set_xlabel("latent dimension")
+        axes.set_title("final KL per dimension (nats)")
+        figure.colorbar(image, ax=axes)
+        figure.tight_layout()
+        figure.savefig(out_dir / "kl_per_dim.png", dpi=110)
+        plt.close(figure)
+
+        figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(latent) + 2), 3.5))
+        au = [
+            sum(r["au"] for r in finished if r["variant"] == n) / sum(r["variant"] == n for r in finished)
+            for n in latent
+        ]
+        axes.bar(range(len(latent)), au, color="tab:green")
+        axes.set_xticks(range(len(latent)), latent, rotation=30, ha="right", fontsize=8)
+        axes.set_ylabel("active units (δ = 0.01)")
+        axes.set_title("active units per variant")
+        figure.tight_layout()
+        figure.savefig(out_dir / "active_units.png", dpi=110)
+        plt.close(figure)

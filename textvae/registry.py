@@ -180,4 +180,12 @@ def _import_builtin_components() -> None:
     import textvae.models.encoders
     import textvae.models.lm
     import textvae.models.lstm_decoder
-    import textvae.models.vae  # noqa: F401
+    import textvae.models.vae
+    import textvae.remedies.bn_vae
+    import textvae.remedies.bow_loss
+    import textvae.remedies.free_bits
+    import textvae.remedies.iaf
+    import textvae.remedies.kl_annealing
+    import textvae.remedies.kl_weight
+    import textvae.remedies.word_dropout
+    import textvae.strategies  # noqa: F401

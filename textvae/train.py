@@ -21,15 +21,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from textvae import registry
 from textvae.checkpoint import atomic_write_text, read_checkpoint, save_checkpoint
 from textvae.config import Recipe
-from textvae.data.batching import bucketed_batches, iterate_batches
+from textvae.data.batching import bucketed_batches, collate, iterate_batches
 from textvae.data.corpus import build_vocab, encode_split, load_text
 from textvae.data.vocab import BOS, EOS, PAD, Vocab
 from textvae.errors import TextVAEError
 from textvae.evaluate import select_sentences, validation_loss
 from textvae.models import build_model
-from textvae.objective import Objective, elbo_terms
+from textvae.strategies import StepContext
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,10 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
     if resumed and json.loads(resumed["config"]) != recipe.to_dict():
         raise TextVAEError(f"{run_dir}: --resume with a different config than the run was started with")
     # a model the recipe cannot build (a size torch rejects) fails here, before any data is read
-    build_model(recipe.model, Vocab(words=(PAD, BOS, EOS, "<unk>", "word")))
+    dry_model = build_model(recipe.model, Vocab(words=(PAD, BOS, EOS, "<unk>", "word")), recipe.remedies)
+    strategy = registry.build("strategy", recipe.strategy, "strategy")
+    if strategy.needs_latent and not dry_model.has_latent:
+        raise TextVAEError(f"strategy {recipe.strategy['type']!r} needs a model with a latent variable")
 
     # --- data: the vocabulary comes from the training split (or from the checkpoint on resume)
     valid_text = load_text(recipe.data, "valid")  # checked first: a missing file fails before train is cached
@@ -135,7 +139,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
     # --- model, optimizer, scheduler
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(recipe.model, vocab)
+    model = build_model(recipe.model, vocab, recipe.remedies)
     optimizer = _make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience
@@ -147,6 +151,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
         scheduler.load_state_dict(resumed["scheduler"])
         _set_rng_state(resumed["rng"])
         progress = Progress(**resumed["progress"])
+        strategy.load_state_dict(resumed["strategy"])
         log.info(
             "resuming %s at step %d (epoch %d, batch %d)",
             run_dir,
@@ -173,6 +178,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
             scheduler=scheduler.state_dict(),
             rng=_rng_state(),
             progress=asdict(progress),
+            strategy=strategy.state_dict(),
             metrics_offset=metrics_log.offset,
         )
 
@@ -181,6 +187,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
             "step": progress.step,
             **validation_loss(model, valid_split, vocab.pad_id, cfg.batch_size, valid_indices, cfg.seed),
         }
+        strategy.after_validation(result)
         improved = result["loss"] < progress.best_valid
         if improved:
             progress.best_valid, progress.best_step = result["loss"], progress.step
@@ -205,6 +212,11 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
         )
         return result
 
+    def random_batch():
+        """Random training sentences (the inner batches of aggressive training), from the global RNG."""
+        indices = torch.randint(len(train_split), (cfg.batch_size,)).tolist()
+        return collate(train_split.rows(indices), indices, vocab.pad_id)
+
     started = time.perf_counter()
     last_valid: dict = {}
     window = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "sentences": 0, "tokens": 0, "time": time.perf_counter()}
@@ -223,18 +235,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
         )
         model.train()
         for batch in iterate_batches(train_split, batches, vocab.pad_id, start=progress.batch_in_epoch):
-            terms = elbo_terms(model(batch))
-            loss = Objective.negative_elbo(terms).loss()
-            optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                progress.skipped_steps += 1
-                log.warning("step %d: non-finite loss %s, step skipped", progress.step, float(loss))
-            else:
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+            context = StepContext(model, optimizer, cfg.grad_clip, progress.step, len(batches), random_batch)
+            terms, updated = strategy.train_step(context, batch)
+            if updated:
                 progress.step += 1
+            else:
+                progress.skipped_steps += 1
+                log.warning("step %d: non-finite loss or gradient, step skipped", progress.step)
             progress.batch_in_epoch += 1
             window["loss"] += float(terms.rec.detach().sum() + terms.kl.detach().sum())
             window["rec"] += float(terms.rec.detach().sum())

@@ -15,7 +15,8 @@ from textvae.registry import register
 class LSTMEncoder(nn.Module):
     """Embedding → LSTM over BOS w_1..w_n EOS → final hidden state(s) → linear → (mean, logvar).
 
-    With ``bidirectional``, the last layer's final forward and backward states are concatenated.
+    With ``bidirectional``, the last layer's final forward and backward states are concatenated;
+    that summary is also returned as the context of posterior flows (IAF, Kingma et al. 2016).
     """
 
     def __init__(
@@ -44,13 +45,15 @@ class LSTMEncoder(nn.Module):
         directions = 2 if bidirectional else 1
         self.to_params = nn.Linear(hidden_dim * directions, 2 * latent_dim)
         self.directions = directions
+        self.context_dim = hidden_dim * directions  # size of the summary handed to posterior flows
         uniform_init(self, weight_init_range, embed_init_range)
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> DiagGaussian:
+    def forward(self, tokens: Tensor, lengths: Tensor) -> tuple[DiagGaussian, Tensor]:
+        """q(z|x) with (B, D) parameters, and the (B, context_dim) summary it was computed from."""
         embedded = self.embedding(tokens)  # (B, T, E)
         packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.lstm(packed)  # h_n: (layers * directions, B, H)
         last = h_n[-self.directions :]  # (directions, B, H)
         summary = torch.cat(list(last), dim=-1)  # (B, directions * H)
         mean, logvar = self.to_params(summary).chunk(2, dim=-1)  # (B, D) each
-        return DiagGaussian(mean, logvar)
+        return DiagGaussian(mean, logvar), summary

@@ -2,27 +2,44 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from textvae import registry
 from textvae.data.batching import Batch
+from textvae.errors import TextVAEError
+from textvae.models.vae import build_remedies
 from textvae.objective import VAEOutput, sequence_nll
 from textvae.registry import ComponentSpec, register
 
 
-@register("model", "lm", context=("vocab_size", "pad_id"))
+@register("model", "lm", context=("vocab_size", "special_ids", "remedies"))
 class LanguageModel(nn.Module):
     has_latent = False
     latent_dim = 0
 
-    def __init__(self, vocab_size: int, pad_id: int, decoder: ComponentSpec("decoder")):
+    def __init__(
+        self,
+        vocab_size: int,
+        special_ids: dict[str, int],
+        remedies: list[dict[str, Any]],
+        decoder: ComponentSpec("decoder"),
+    ):
         super().__init__()
-        self.decoder = registry.build(
-            "decoder", decoder, "model.decoder", vocab_size=vocab_size, latent_dim=0, pad_id=pad_id
-        )
+        context = {"vocab_size": vocab_size, "latent_dim": 0, "pad_id": special_ids["pad_id"]}
+        self.decoder = registry.build("decoder", decoder, "model.decoder", **context)
+        self.remedies = build_remedies(remedies, context_dim=0, vocab_size=vocab_size, latent_dim=0, **special_ids)
+        for remedy in self.remedies:
+            if remedy.needs_latent:
+                raise TextVAEError(f"remedy {type(remedy).__name__} needs a latent variable; a language model has none")
 
     def forward(self, batch: Batch, generator=None) -> VAEOutput:
-        hidden = self.decoder(batch.decoder_inputs, None)  # (B, T, H)
+        inputs = batch.decoder_inputs
+        if self.training:
+            for remedy in self.remedies:
+                inputs = remedy.decoder_inputs(inputs)
+        hidden = self.decoder(inputs, None)  # (B, T, H)
         rec = sequence_nll(self.decoder.logits, hidden, batch.targets, batch.target_mask)
         return VAEOutput(rec=rec, num_tokens=batch.lengths - 1, posterior=None, z=None)
 

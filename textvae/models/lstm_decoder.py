@@ -46,7 +46,15 @@ class LSTMDecoder(nn.Module):
         self.lstm = nn.LSTM(input_dim, hidden_dim, num_layers=num_layers, batch_first=True)
         self.z_to_cell = nn.Linear(latent_dim, num_layers * hidden_dim, bias=False) if self.z_init_state else None
         self.output = nn.Linear(hidden_dim, vocab_size)
-        uniform_init(self, weight_init_range, embed_init_range)
+        self.init_ranges = (weight_init_range, embed_init_range)
+        uniform_init(self, *self.init_ranges)
+
+    def reinitialize(self) -> None:
+        """Draw fresh weights, as at construction (Li et al. 2019 reset the decoder after pretraining)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        uniform_init(self, *self.init_ranges)
 
     def initial_state(self, z: Tensor | None, batch_size: int) -> State | None:
         """c0 = W z, h0 = tanh(c0) per layer, or None (zeros) when z does not set the state."""

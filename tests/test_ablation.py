@@ -1,0 +1,175 @@
+"""The ablation runner on a tiny corpus: rows, failures kept apart, resume, report, plots."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from textvae.ablation import load_ablation, run_ablation
+from textvae.errors import TextVAEError
+
+SENTENCES = [
+    f"the {a} saw a {b} near the {c}"
+    for a in ("cat", "dog", "man")
+    for b in ("bird", "tree")
+    for c in ("house", "river", "road", "field")
+]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for split in ("train", "valid", "test"):
+        (root / f"{split}.txt").write_text("\n".join(SENTENCES) + "\n")
+    return root
+
+
+def _write_ablation(tmp_path, corpus, extra_variants: str = "") -> object:
+    (tmp_path / "base.toml").write_text(f"""
+[data]
+dataset = "files"
+root = "{corpus}"
+cache_dir = "{tmp_path / "cache"}"
+[model]
+type = "vae"
+latent_dim = 3
+[model.encoder]
+type = "lstm"
+embed_dim = 6
+hidden_dim = 7
+[model.decoder]
+type = "lstm"
+embed_dim = 6
+hidden_dim = 7
+[train]
+optimizer = "adam"
+lr = 0.01
+batch_size = 4
+max_steps = 6
+validate_every_steps = 3
+log_every_steps = 2
+progress_bar = false
+[eval]
+iw_samples = 4
+iw_chunk_size = 2
+""")
+    (tmp_path / "lm.toml").write_text('base = "base.toml"\n[model]\ntype = "lm"\n[model.decoder]\ntype = "lstm"\n')
+    path = tmp_path / "ablation.toml"
+    path.write_text(f"""
+base = "base.toml"
+seeds = [0, 1]
+[[variants]]
+name = "LM"
+recipe = "lm.toml"
+[[variants]]
+name = "VAE"
+paper = {{iw_nll = 12.5}}
+[[variants]]
+name = "+free bits +annealing"
+[[variants.remedies]]
+type = "free_bits"
+threshold = 0.5
+[[variants.remedies]]
+type = "kl_annealing"
+warmup = 4
+{extra_variants}
+""")
+    return path
+
+
+def test_ablation_rows_tables_plots_and_resume(tmp_path, corpus):
+    path = _write_ablation(tmp_path, corpus, '[[variants]]\nname = "broken"\n[variants.data]\nroot = "/nonexistent"\n')
+    out = tmp_path / "out"
+    rows = run_ablation(path, out)
+    assert [(r["variant"], r["seed"]) for r in rows] == [
+        (v, s) for v in ("LM", "VAE", "+free bits +annealing", "broken") for s in (0, 1)
+    ]
+    broken = [r for r in rows if r["variant"] == "broken"]
+    assert all("error" in r and "/nonexistent" in r["error"] for r in broken)
+    good = [r for r in rows if r["variant"] != "broken"]
+    assert all("error" not in r for r in good)
+    vae = [r for r in good if r["variant"] == "VAE"]
+    for key in (
+        "variant",
+        "seed",
+        "iw_nll",
+        "ppl_iw",
+        "elbo",
+        "rec",
+        "kl",
+        "mi_batch",
+        "mi_full",
+        "au",
+        "train_seconds",
+    ):
+        assert key in vae[0], key
+    assert vae[0]["paper"] == {"iw_nll": 12.5}
+    assert vae[0]["iw_nll"] != vae[1]["iw_nll"]  # the seeds differ
+    assert "nll" in good[0] and "iw_nll" not in good[0]  # the LM row reports its exact NLL
+    table = (out / "results.md").read_text()
+    assert "| VAE | 2 |" in table and "±" in table and "paper iw_nll" in table and "12.5" in table
+    assert "broken: " in table
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("variant,seeds,failed,iw_nll_mean,iw_nll_std") and len(csv_lines) == 5
+    for png in ("training_curves.png", "kl_per_dim.png", "active_units.png"):
+        assert (out / png).stat().st_size > 1000
+    assert len(json.loads((out / "results.json").read_text())) == 8
+
+    # re-running: finished rows are read back, not retrained; the broken one is tried again
+    before = (out / "vae" / "seed0" / "result.json").stat().st_mtime_ns
+    again = run_ablation(path, out)
+    assert (out / "vae" / "seed0" / "result.json").stat().st_mtime_ns == before
+    assert [r.get("iw_nll") for r in again] == [r.get("iw_nll") for r in rows]
+
+
+def test_report_re_renders_an_ablation_directory(tmp_path, corpus):
+    path = _write_ablation(tmp_path, corpus)
+    out = tmp_path / "out"
+    run_ablation(path, out, seeds=[3])
+    (out / "results.md").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "textvae", "report", str(out)], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| +free bits +annealing | 1 |" in result.stdout
+    assert (out / "results.md").is_file()
+
+
+def test_parallel_jobs_give_the_same_rows(tmp_path, corpus):
+    path = _write_ablation(tmp_path, corpus)
+    serial = run_ablation(path, tmp_path / "serial", seeds=[0])
+    parallel = run_ablation(path, tmp_path / "parallel", jobs=2, seeds=[0])
+    assert [r["variant"] for r in parallel] == [r["variant"] for r in serial]
+    for a, b in zip(serial, parallel, strict=True):
+        assert a.get("iw_nll", a.get("nll")) == pytest.approx(b.get("iw_nll", b.get("nll")), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('base = "base.toml"\nseed = [1]\n[[variants]]\nname = "a"\n', "unknown key 'seed'"),
+        ('base = "base.toml"\n', "no [[variants]]"),
+        ('base = "base.toml"\n[[variants]]\nname = "a"\n[[variants]]\nname = "A"\n', "used twice"),
+        ('base = "base.toml"\n[[variants]]\nname = "a"\n[variants.train]\nlrate = 1\n', "unknown key 'lrate'"),
+        (
+            'base = "base.toml"\n[[variants]]\nname = "a"\n[[variants.remedies]]\ntype = "free_bitz"\n',
+            "unknown remedy type 'free_bitz'",
+        ),
+    ],
+)
+def test_bad_ablation_files_fail_before_anything_runs(tmp_path, corpus, text, message):
+    _write_ablation(tmp_path, corpus)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(TextVAEError, match=message.replace("[", r"\[")):
+        load_ablation(path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_shipped_ablation_validates():
+    for path in sorted((REPO / "recipes").rglob("ablation*.toml")):
+        variants, seeds = load_ablation(path)
+        assert variants and seeds

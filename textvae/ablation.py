@@ -1,0 +1,297 @@
+"""The ablation runner: a list of variants over one base recipe, trained, evaluated, tabulated, plotted.
+
+An ablation file (TOML) names a ``base`` recipe and lists ``[[variants]]``. A variant has a
+``name``, optionally its own ``recipe`` file instead of the base, optionally the published
+numbers it reproduces (``paper = {iw_nll = ..., kl = ...}``), and any recipe tables (``model``,
+``[[variants.remedies]]``, ``strategy``, ``train``, ...) merged over its recipe, so the diff
+between two variants is the ablation row. Every variant is validated before anything runs.
+
+Each (variant, seed) trains in ``DIR/<variant>/seed<S>/`` and is evaluated with its recipe's
+``[eval]`` settings; its row is written to ``result.json`` there. A finished row is never rerun,
+an interrupted training resumes from its ``last.pt``, and a failing variant is reported as a row
+with an ``error`` without stopping the others. ``DIR/results.json`` (all rows), ``results.md``,
+``results.csv`` (mean ± std over seeds) and PNG plots are rewritten after every row.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import re
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from textvae.checkpoint import atomic_write_text
+from textvae.config import Recipe, apply_override, deep_merge, read_recipe_tables, read_toml, recipe_from_dict
+from textvae.errors import TextVAEError
+
+log = logging.getLogger(__name__)
+
+ROW_METRICS = ["iw_nll", "ppl_iw", "elbo", "rec", "kl", "mi_batch", "mi_full", "au", "nll", "ppl"]
+_VARIANT_KEYS = {"name", "recipe", "paper", "description"}
+_TOP_KEYS = {"base", "description", "seeds", "variants"}
+
+
+@dataclass
+class Variant:
+    name: str
+    slug: str  # its directory name
+    recipe: Recipe
+    paper: dict[str, float] = field(default_factory=dict)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "variant"
+
+
+def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[list[Variant], list[int]]:
+    """Read and validate every variant of an ablation file; ``overrides`` apply to each of them."""
+    path = Path(path)
+    table = read_toml(path)
+    unknown = sorted(set(table) - _TOP_KEYS)
+    if unknown:
+        raise TextVAEError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(_TOP_KEYS))}")
+    seeds = table.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise TextVAEError(f"{path}: 'seeds' must be a non-empty list of integers ≥ 0")
+    variants_table = table.get("variants")
+    if not isinstance(variants_table, list) or not variants_table:
+        raise TextVAEError(f"{path}: no [[variants]]; an ablation lists at least one")
+    variants, slugs = [], set()
+    for number, raw_variant in enumerate(variants_table, start=1):
+        where = f"{path}: variant #{number}"
+        name = raw_variant.get("name")
+        if not isinstance(name, str) or not name:
+            raise TextVAEError(f"{where}: needs a 'name'")
+        recipe_file = raw_variant.get("recipe", table.get("base"))
+        if not isinstance(recipe_file, str):
+            raise TextVAEError(f"{where} ({name}): no recipe: set 'base' at the top or 'recipe' in the variant")
+        raw = read_recipe_tables(path.parent / recipe_file)
+        delta = {k: copy.deepcopy(v) for k, v in raw_variant.items() if k not in _VARIANT_KEYS}
+        deep_merge(raw, delta)
+        for assignment in overrides:
+            apply_override(raw, assignment)
+        recipe = recipe_from_dict(raw, source=f"{where} ({name})")
+        paper = raw_variant.get("paper", {})
+        if not isinstance(paper, dict) or not all(isinstance(v, int | float) for v in paper.values()):
+            raise TextVAEError(f"{where} ({name}): 'paper' must be a table of numbers")
+        slug = _slug(name)
+        if slug in slugs:
+            raise TextVAEError(f"{where}: variant name {name!r} is used twice")
+        slugs.add(slug)
+        variants.append(Variant(name, slug, recipe, {k: float(v) for k, v in paper.items()}))
+    return variants, seeds
+
+
+def _with_seed(recipe: Recipe, seed: int) -> Recipe:
+    raw = recipe.to_dict()
+    raw["train"]["seed"] = seed
+    raw["eval"]["seed"] = seed
+    return recipe_from_dict(raw, source=recipe.source)
+
+
+def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None) -> dict[str, Any]:
+    """Train (or resume) and evaluate one (variant, seed); returns its row. Runs in a worker process."""
+    import torch
+
+    from textvae.checkpoint import load_checkpoint
+    from textvae.data.corpus import encode_split
+    from textvae.evaluate import EvalSettings, evaluate
+    from textvae.train import train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    recipe = _with_seed(variant.recipe, seed)
+    started = time.perf_counter()
+    summary = train(recipe, run_dir, resume=(run_dir / "last.pt").is_file())
+    train_seconds = time.perf_counter() - started
+    loaded = load_checkpoint(run_dir / "best.pt")
+    cfg = recipe.eval
+    split = encode_split(recipe.data, cfg.split, loaded.vocab)
+    settings = EvalSettings(cfg.iw_samples, cfg.iw_chunk_size, cfg.batch_size, cfg.max_sentences, seed, False)
+    result = evaluate(loaded.model, split, loaded.vocab.pad_id, settings).metrics
+    return {
+        "variant": variant.name,
+        "seed": seed,
+        **{
+            k: result[k]
+            for k in (*ROW_METRICS, "kl_per_dim", "num_sentences", "num_tokens", "iw_samples")
+            if k in result
+        },
+        "split": cfg.split,
+        "train_steps": summary.progress.step,
+        "train_seconds": train_seconds,
+        "eval_seconds": result["eval_seconds"],
+        "paper": variant.paper,
+    }
+
+
+def _run_and_save(variant: Variant, seed: int, run_dir: Path, threads: int | None) -> dict[str, Any]:
+    try:
+        row = run_variant(variant, seed, run_dir, threads)
+    except TextVAEError as err:
+        row = {"variant": variant.name, "seed": seed, "error": str(err)}
+    except Exception as err:  # a bug or a crash in one variant must not lose the others
+        log.error("variant %s seed %d failed:\n%s", variant.name, seed, traceback.format_exc())
+        row = {"variant": variant.name, "seed": seed, "error": f"{type(err).__name__}: {err}"}
+    if "error" not in row:
+        atomic_write_text(run_dir / "result.json", json.dumps(row, indent=2))
+    return row
+
+
+def run_ablation(
+    path: str | Path, out_dir: str | Path, jobs: int = 1, seeds: list[int] | None = None, overrides: list[str] = ()
+) -> list[dict[str, Any]]:
+    """Run every (variant, seed) not finished yet, ``jobs`` at a time; returns all rows."""
+    variants, file_seeds = load_ablation(path, list(overrides))
+    seeds = seeds or file_seeds
+    out_dir = Path(out_dir)
+    if jobs < 1:
+        raise TextVAEError(f"--jobs must be ≥ 1, got {jobs}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        out_dir / "ablation.json",
+        json.dumps(
+            {
+                "source": str(path),
+                "seeds": seeds,
+                "variants": [
+                    {"name": v.name, "dir": v.slug, "paper": v.paper, "recipe": v.recipe.to_dict()} for v in variants
+                ],
+            },
+            indent=2,
+        ),
+    )
+    rows: dict[tuple[str, int], dict] = {}
+    todo = []
+    for variant in variants:
+        for seed in seeds:
+            run_dir = out_dir / variant.slug / f"seed{seed}"
+            done = run_dir / "result.json"
+            if done.is_file():
+                rows[(variant.name, seed)] = json.loads(done.read_text(encoding="utf-8"))
+                log.info("%s seed %d: finished earlier, not rerun", variant.name, seed)
+            else:
+                todo.append((variant, seed, run_dir))
+    order = [(v.name, s) for v in variants for s in seeds]
+
+    def record(row: dict) -> None:
+        rows[(row["variant"], row["seed"])] = row
+        if "error" in row:
+            log.error("%s seed %d FAILED: %s", row["variant"], row["seed"], row["error"])
+        else:
+            log.info(
+                "%s seed %d: KL %.3f, AU %s, %.0fs",
+                row["variant"],
+                row["seed"],
+                row.get("kl", 0.0),
+                row.get("au", "—"),
+                row["train_seconds"],
+            )
+        write_results(out_dir, [rows[key] for key in order if key in rows], variants)
+
+    if jobs == 1:
+        for variant, seed, run_dir in todo:
+            log.info("== %s (seed %d) → %s", variant.name, seed, run_dir)
+            record(_run_and_save(variant, seed, run_dir, None))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_run_and_save, v, s, d, threads) for v, s, d in todo]
+            for future in as_completed(futures):
+                record(future.result())
+    final = [rows[key] for key in order if key in rows]
+    write_results(out_dir, final, variants)
+    return final
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per variant (in row order): mean and std over seeds of every metric, and the paper values."""
+    names = list(dict.fromkeys(row["variant"] for row in rows))
+    summary = []
+    for name in names:
+        group = [r for r in rows if r["variant"] == name and "error" not in r]
+        failed = [r for r in rows if r["variant"] == name and "error" in r]
+        line: dict[str, Any] = {"variant": name, "seeds": len(group), "failed": len(failed)}
+        for key in [*ROW_METRICS, "train_seconds"]:
+            values = [r[key] for r in group if r.get(key) is not None]
+            if values:
+                line[key] = _mean_std([float(v) for v in values])
+        line["paper"] = (group or failed)[0].get("paper", {}) if (group or failed) else {}
+        if failed:
+            line["error"] = failed[0]["error"]
+        summary.append(line)
+    return summary
+
+
+_MD_COLUMNS = [
+    ("iw_nll", "IW-NLL", 2),
+    ("nll", "NLL (LM)", 2),
+    ("ppl_iw", "PPL(IW)", 2),
+    ("ppl", "PPL (LM)", 2),
+    ("elbo", "ELBO", 2),
+    ("rec", "Rec", 2),
+    ("kl", "KL", 3),
+    ("mi_batch", "MI(batch)", 3),
+    ("mi_full", "MI(full)", 3),
+    ("au", "AU", 1),
+    ("train_seconds", "train s", 0),
+]
+
+
+def _fmt(pair: tuple[float, float] | None, digits: int, seeds: int) -> str:
+    if pair is None:
+        return "—"
+    mean, std = pair
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if seeds > 1 else "")
+
+
+def results_markdown(summary: list[dict[str, Any]]) -> str:
+    used = [c for c in _MD_COLUMNS if any(c[0] in line for line in summary)]
+    papers = sorted({k for line in summary for k in line.get("paper", {})})
+    header = ["variant", "seeds", *(title for _, title, _ in used), *(f"paper {k}" for k in papers)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for line in summary:
+        cells = [line["variant"], str(line["seeds"]) + (f" ({line['failed']} failed)" if line["failed"] else "")]
+        cells += [_fmt(line.get(key), digits, line["seeds"]) for key, _, digits in used]
+        cells += [f"{line['paper'][k]:g}" if k in line.get("paper", {}) else "—" for k in papers]
+        lines.append("| " + " | ".join(cells) + " |")
+    errors = [f"- {line['variant']}: {line['error']}" for line in summary if "error" in line]
+    return "\n".join(lines + (["", "Failed:", *errors] if errors else []))
+
+
+def results_csv(summary: list[dict[str, Any]]) -> str:
+    keys = [key for key, _, _ in _MD_COLUMNS]
+    lines = [",".join(["variant", "seeds", "failed", *(f"{k}_mean,{k}_std" for k in keys)])]
+    for line in summary:
+        cells = [json.dumps(line["variant"]), str(line["seeds"]), str(line["failed"])]
+        for key in keys:
+            cells += [f"{line[key][0]:.6g}", f"{line[key][1]:.6g}"] if key in line else ["", ""]
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out_dir: Path, rows: list[dict[str, Any]], variants: list[Variant] | None = None) -> None:
+    """results.json (every row), results.md and results.csv (mean ± std over seeds), and the plots."""
+    summary = summarize(rows)
+    atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=2))
+    atomic_write_text(out_dir / "results.md", results_markdown(summary) + "\n")
+    atomic_write_text(out_dir / "results.csv", results_csv(summary))
+    from textvae.plots import plot_ablation
+
+    slugs = {v.name: v.slug for v in variants} if variants else {r["variant"]: _slug(r["variant"]) for r in rows}
+    plot_ablation(out_dir, rows, slugs)

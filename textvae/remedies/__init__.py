@@ -1,0 +1,1 @@
+"""Posterior-collapse remedies, one per file, each a ``Remedy`` registered under a snake-case name."""

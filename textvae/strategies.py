@@ -1,0 +1,182 @@
+"""Training strategies: how one training step uses a batch. Changing the loop itself is not a hook.
+
+- ``standard``: one joint update of all parameters on the remedies' objective.
+- ``aggressive`` (He et al. 2019, Algorithm 1): before each update of the generative model, the
+  inference network alone is updated on fresh random batches until its loss stops improving
+  (checked every ``check_every`` inner steps, at most ``max_inner_steps``); then the decoder alone
+  is updated on the batch. Aggressive mode ends for good at the first validation whose mutual
+  information I(x; z) is lower than the previous one.
+- ``pretrain_reset`` (Li et al. 2019): the first ``pretrain_steps`` steps train a deterministic
+  autoencoder (z = the posterior mean, objective = reconstruction only); then the decoder is
+  re-initialized (and its optimizer state dropped) and training goes on as a VAE with the
+  recipe's remedies (the paper uses free bits).
+
+Every strategy reports the honest terms of the batch it trained on; reported metrics never come
+from its objective.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from textvae.objective import ElboTerms, elbo_terms
+from textvae.registry import register
+from textvae.remedies.base import training_objective
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepContext:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    grad_clip: float | None
+    step: int  # optimizer steps taken so far
+    steps_per_epoch: int
+    random_batch: Callable[[], object]  # a fresh batch of random training sentences
+
+
+def remedy_loss(ctx: StepContext, batch) -> tuple[torch.Tensor, ElboTerms]:
+    """The remedies' objective on one batch, and the honest terms it was built from."""
+    out = ctx.model(batch)
+    terms = elbo_terms(out)
+    objective = training_objective(
+        ctx.model.remedies, out, terms, batch, step=ctx.step, steps_per_epoch=ctx.steps_per_epoch
+    )
+    return objective.loss(), terms
+
+
+def apply_update(ctx: StepContext, loss: torch.Tensor, only: set[int] | None = None) -> bool:
+    """Backward, clip, step; ``only`` restricts the update to these parameters (by id).
+
+    Returns False, with nothing changed, when the loss or a gradient is not finite.
+    """
+    ctx.optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return False
+    loss.backward()
+    params = [p for p in ctx.model.parameters() if p.grad is not None]
+    if only is not None:
+        for param in params:
+            if id(param) not in only:
+                param.grad = None  # torch optimizers skip parameters without a gradient
+        params = [p for p in params if id(p) in only]
+    if not all(torch.isfinite(p.grad).all() for p in params):
+        ctx.optimizer.zero_grad(set_to_none=True)
+        return False
+    if ctx.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, ctx.grad_clip)
+    ctx.optimizer.step()
+    return True
+
+
+class Strategy:
+    """The standard step; subclasses change what a step does. State must be plain data (for checkpoints)."""
+
+    needs_latent = False  # True when the strategy trains an inference network
+
+    def train_step(self, ctx: StepContext, batch) -> tuple[ElboTerms, bool]:
+        loss, terms = remedy_loss(ctx, batch)
+        return terms, apply_update(ctx, loss)
+
+    def after_validation(self, valid: dict) -> None:
+        """Called with every validation result (keys loss, rec, kl, ppl, mi)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@register("strategy", "standard")
+class StandardStrategy(Strategy):
+    pass
+
+
+def inference_parameter_ids(model: nn.Module) -> set[int]:
+    """The inference network: the encoder and the remedies that belong to q(z|x) (BN-VAE, IAF)."""
+    ids = {id(p) for p in model.encoder.parameters()}
+    for remedy in model.remedies:
+        if remedy.part_of_inference:
+            ids |= {id(p) for p in remedy.parameters()}
+    return ids
+
+
+@register("strategy", "aggressive")
+class AggressiveInference(Strategy):
+    needs_latent = True
+
+    def __init__(self, max_inner_steps: int = 100, check_every: int = 15):
+        self.max_inner_steps, self.check_every = max_inner_steps, check_every
+        self.active, self.previous_mi = True, -math.inf
+
+    def train_step(self, ctx: StepContext, batch) -> tuple[ElboTerms, bool]:
+        if not self.active:
+            return super().train_step(ctx, batch)
+        encoder_ids = inference_parameter_ids(ctx.model)
+        previous, current, tokens = math.inf, 0.0, 0
+        for inner in range(1, self.max_inner_steps + 1):
+            inner_batch = ctx.random_batch()
+            loss, terms = remedy_loss(ctx, inner_batch)
+            apply_update(ctx, loss, only=encoder_ids)
+            current += float((terms.rec + terms.kl).detach().sum())
+            tokens += int(terms.num_tokens.sum())
+            if inner % self.check_every == 0:
+                current /= tokens  # per token, as He et al. 2019 compare it
+                if current >= previous:
+                    break
+                previous, current, tokens = current, 0.0, 0
+        decoder_ids = {id(p) for p in ctx.model.parameters()} - encoder_ids
+        loss, terms = remedy_loss(ctx, batch)
+        return terms, apply_update(ctx, loss, only=decoder_ids)
+
+    def after_validation(self, valid: dict) -> None:
+        if self.active and valid["mi"] < self.previous_mi:
+            self.active = False
+            log.info("aggressive training ends: validation MI fell from %.3f to %.3f", self.previous_mi, valid["mi"])
+        self.previous_mi = valid["mi"]
+
+    def state_dict(self) -> dict:
+        return {"active": self.active, "previous_mi": self.previous_mi}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.active, self.previous_mi = state["active"], state["previous_mi"]
+
+
+@register("strategy", "pretrain_reset")
+class PretrainThenReset(Strategy):
+    needs_latent = True
+
+    def __init__(self, pretrain_steps: int):
+        self.pretrain_steps = pretrain_steps
+        self.reset_done = False
+
+    def train_step(self, ctx: StepContext, batch) -> tuple[ElboTerms, bool]:
+        if ctx.step < self.pretrain_steps:
+            inference = ctx.model.infer(batch)
+            rec = ctx.model.reconstruction_nll(batch, inference.posterior.mean)  # a deterministic autoencoder
+            terms = ElboTerms(
+                rec, inference.posterior.kl_per_dim().sum(-1), inference.posterior.kl_per_dim(), batch.lengths - 1
+            )
+            return terms, apply_update(ctx, rec.mean())
+        if not self.reset_done:
+            decoder = ctx.model.decoder
+            decoder.reinitialize()
+            for param in decoder.parameters():
+                ctx.optimizer.state.pop(param, None)
+            self.reset_done = True
+            log.info("step %d: autoencoder pretraining done, decoder re-initialized", ctx.step)
+        return super().train_step(ctx, batch)
+
+    def state_dict(self) -> dict:
+        return {"reset_done": self.reset_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reset_done = state["reset_done"]
