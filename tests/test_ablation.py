@@ -138,6 +138,14 @@ def test_report_re_renders_an_ablation_directory(tmp_path, corpus):
     assert (out / "results.md").is_file()
 
 
+def test_only_runs_the_named_variants(tmp_path, corpus):
+    path = _write_ablation(tmp_path, corpus)
+    rows = run_ablation(path, tmp_path / "out", seeds=[0], only=["VAE"])
+    assert [r["variant"] for r in rows] == ["VAE"]
+    with pytest.raises(TextVAEError, match="no variant named 'vae'"):
+        run_ablation(path, tmp_path / "out", only=["vae"])
+
+
 def test_parallel_jobs_give_the_same_rows(tmp_path, corpus):
     path = _write_ablation(tmp_path, corpus)
     serial = run_ablation(path, tmp_path / "serial", seeds=[0])

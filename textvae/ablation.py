@@ -148,10 +148,23 @@ def _run_and_save(variant: Variant, seed: int, run_dir: Path, threads: int | Non
 
 
 def run_ablation(
-    path: str | Path, out_dir: str | Path, jobs: int = 1, seeds: list[int] | None = None, overrides: list[str] = ()
+    path: str | Path,
+    out_dir: str | Path,
+    jobs: int = 1,
+    seeds: list[int] | None = None,
+    overrides: list[str] = (),
+    only: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (variant, seed) not finished yet, ``jobs`` at a time; returns all rows."""
+    """Run every (variant, seed) not finished yet, ``jobs`` at a time; returns all rows.
+
+    ``only`` restricts the run to the variants with these names."""
     variants, file_seeds = load_ablation(path, list(overrides))
+    if only:
+        unknown = sorted(set(only) - {v.name for v in variants})
+        if unknown:
+            names = ", ".join(v.name for v in variants)
+            raise TextVAEError(f"{path}: no variant named {unknown[0]!r}; variants: {names}")
+        variants = [v for v in variants if v.name in only]
     seeds = seeds or file_seeds
     out_dir = Path(out_dir)
     if jobs < 1:

@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--jobs", type=_positive_int, default=1, help="variants trained at the same time")
     ablate.add_argument("--seeds", type=_seed_list, default=None, help="N (seeds 0..N-1) or a list like 0,3,7")
     ablate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ablate.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this variant")
 
     report = commands.add_parser("report", help="re-render an ablation directory, or tabulate eval results")
     report.add_argument("results", type=Path, nargs="+", help="an ablation directory, or eval JSON files")
@@ -262,7 +263,9 @@ def _cmd_interpolate(args) -> None:
 def _cmd_ablate(args) -> None:
     from textvae.ablation import results_markdown, run_ablation, summarize
 
-    rows = run_ablation(args.ablation, args.out, jobs=args.jobs, seeds=args.seeds, overrides=args.overrides)
+    rows = run_ablation(
+        args.ablation, args.out, jobs=args.jobs, seeds=args.seeds, overrides=args.overrides, only=args.only
+    )
     sys.stdout.write(results_markdown(summarize(rows)) + "\n")
     sys.stdout.write(f"results: {args.out}/results.md, results.csv, results.json and *.png\n")
     if any("error" in row for row in rows):
