@@ -272,30 +272,31 @@ def _cmd_ablate(args) -> None:
         raise TextVAEError(f"{sum('error' in row for row in rows)} of {len(rows)} runs failed (see the table)")
 
 
+def _read_json(path: Path):
+    """A JSON results file, or a one-line error."""
+    if not path.is_file():
+        raise TextVAEError(f"{path}: results file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TextVAEError(f"{path}: not a JSON results file ({err})") from None
+
+
 def _cmd_report(args) -> None:
     from textvae.report import markdown_table
 
     if len(args.results) == 1 and args.results[0].is_dir():
         from textvae.ablation import results_markdown, summarize, write_results
 
-        results_file = args.results[0] / "results.json"
-        if not results_file.is_file():
+        if not (args.results[0] / "results.json").is_file():
             raise TextVAEError(f"{args.results[0]}: not an ablation directory (no results.json)")
-        try:
-            rows = json.loads(results_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise TextVAEError(f"{results_file}: not a JSON results file ({err})") from None
+        rows = _read_json(args.results[0] / "results.json")
         write_results(args.results[0], rows)
         sys.stdout.write(results_markdown(summarize(rows)) + "\n")
         return
     rows = []
     for path in args.results:
-        if not path.is_file():
-            raise TextVAEError(f"{path}: results file not found")
-        try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise TextVAEError(f"{path}: not a JSON results file ({err})") from None
+        result = _read_json(path)
         if not isinstance(result, dict) or "kind" not in result:
             raise TextVAEError(f"{path}: not a textvae evaluation results file")
         rows.append((path.parent.name if path.name.startswith("eval_") else path.stem, result))

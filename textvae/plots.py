@@ -40,8 +40,9 @@ def plot_ablation(out_dir: Path, rows: Sequence[dict], slugs: dict[str, str]) ->
     names = list(dict.fromkeys(r["variant"] for r in finished))
     if not names:
         return
+    latent = [n for n in names if any(r.get("kl_per_dim") for r in finished if r["variant"] == n)]
     figure, (kl_axes, mi_axes) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for name in names:
+    for name in latent:  # a language model has neither KL nor MI to show
         seed = min(r["seed"] for r in finished if r["variant"] == name)
         records = _read_metrics(out_dir / slugs[name] / f"seed{seed}" / "metrics.jsonl")
         train = [r for r in records if r["event"] == "train"]
@@ -60,7 +61,6 @@ def plot_ablation(out_dir: Path, rows: Sequence[dict], slugs: dict[str, str]) ->
     figure.savefig(out_dir / "training_curves.png", dpi=110)
     plt.close(figure)
 
-    latent = [n for n in names if any(r.get("kl_per_dim") for r in finished if r["variant"] == n)]
     if latent:
         matrix = []
         for name in latent:
