@@ -280,7 +280,11 @@ def results_markdown(summary: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for line in summary:
         cells = [line["variant"], str(line["seeds"]) + (f" ({line['failed']} failed)" if line["failed"] else "")]
-        cells += [_fmt(line.get(key), digits, line["seeds"]) for key, _, digits in used]
+        # with one seed a count (AU) is printed as the integer it is
+        cells += [
+            _fmt(line.get(key), 0 if key == "au" and line["seeds"] == 1 else digits, line["seeds"])
+            for key, _, digits in used
+        ]
         cells += [f"{line['paper'][k]:g}" if k in line.get("paper", {}) else "—" for k in papers]
         lines.append("| " + " | ".join(cells) + " |")
     errors = [f"- {line['variant']}: {line['error']}" for line in summary if "error" in line]
