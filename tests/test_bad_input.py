@@ -271,7 +271,7 @@ CASES_WITHOUT_A_RUN = [
     edited(
         "unknown-dataset",
         {"data.dataset": "wikipedia"},
-        "unknown dataset 'wikipedia'; choose one of: bible, ptb, files",
+        "unknown dataset 'wikipedia'; choose one of: bible, ptb, yahoo, files",
     ),
     edited(
         "data-root-missing", {"data.root": "/nonexistent/corpus"}, "/nonexistent/corpus: data.root directory not found"

@@ -95,3 +95,21 @@ def test_ptb_matches_the_standard_counts():
     assert len(vocab) == 10_002  # 9,999 types incl. <unk> + pad, bos, eos (the usual 10k counts <eos>)
     test = encode_split(cfg, "test", vocab)
     assert len(test) == 3761 and test.num_words == 78669 + 3761
+
+
+def test_yahoo_with_its_distributed_vocabulary():
+    root = SHARED_DATA / "yahoo"
+    cfg = DataConfig(dataset="yahoo", root=str(root), vocab_file=str(root / "vocab.txt"))
+    vocab = build_vocab(cfg)
+    assert len(vocab) == 20_000 and vocab.unk == "_UNK"  # 19,996 words + _UNK in the file, + pad, bos, eos
+    assert vocab.words[4:7] == ("why", "is", "the")  # the file's order is kept
+    valid = encode_split(cfg, "valid", vocab)
+    assert len(valid) == 10_000 and valid.num_words == 790_680 + 10_000
+    with pytest.raises(TextVAEError, match=r"yahoo\.train\.txt: corpus file not found"):
+        load_text(cfg, "train")  # only valid and test are staged here
+
+
+def test_a_missing_vocab_file_is_a_one_line_error(tmp_path):
+    cfg = DataConfig(dataset="bible", vocab_file=str(tmp_path / "nope.txt"))
+    with pytest.raises(TextVAEError, match=r"nope\.txt: corpus file not found"):
+        build_vocab(cfg)

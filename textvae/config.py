@@ -49,6 +49,7 @@ class DataConfig:
     max_len: int | None = None  # words per sentence, before BOS/EOS; longer ones are truncated
     lowercase: bool = False
     cache_dir: str | None = None  # Hugging Face datasets cache; None = its default
+    vocab_file: str | None = None  # one word per line, used instead of building from train (He et al.'s Yahoo)
 
     def __post_init__(self):
         _check_ranges(self, dict.fromkeys(("max_vocab_size", "min_freq", "max_len"), _AT_LEAST_ONE))

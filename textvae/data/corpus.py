@@ -10,6 +10,9 @@ Named datasets:
   by the verse's position in the file: index mod 10 = 8 → valid, 9 → test, else train
   (24,883 / 3,110 / 3,110 verses).
 - ``ptb``: the Mikolov Penn Treebank files ``ptb.{train,valid,test}.txt`` in ``data.root``.
+- ``yahoo``: Yahoo Answers in the Yang et al. 2017 format, ``yahoo.{train,valid,test}.txt`` in
+  ``data.root`` (one document per line, ``_UNK`` for rare words); use ``data.vocab_file`` for the
+  distributed 20k vocabulary, as He et al. 2019 do.
 - ``files``: ``train.txt``, ``valid.txt``, ``test.txt`` in ``data.root``.
 """
 
@@ -96,6 +99,11 @@ def _ptb(cfg: DataConfig, split: str):
     return _text_file_split(files[split], cfg.cache_dir)
 
 
+def _yahoo(cfg: DataConfig, split: str):
+    files = _files_in(cfg.root, {s: f"yahoo.{s}.txt" for s in SPLITS}, "yahoo")
+    return _text_file_split(files[split], cfg.cache_dir)
+
+
 def _files(cfg: DataConfig, split: str):
     files = _files_in(cfg.root, {s: f"{s}.txt" for s in SPLITS}, "files")
     return _text_file_split(files[split], cfg.cache_dir)
@@ -120,7 +128,7 @@ def _bible(cfg: DataConfig, split: str):
     return _quiet_datasets().Dataset.from_dict({"text": lines})
 
 
-DATASETS: dict[str, Callable] = {"bible": _bible, "ptb": _ptb, "files": _files}
+DATASETS: dict[str, Callable] = {"bible": _bible, "ptb": _ptb, "yahoo": _yahoo, "files": _files}
 
 
 def load_text(cfg: DataConfig, split: str):
@@ -202,6 +210,13 @@ def encode_split(cfg: DataConfig, split: str, vocab: Vocab, text_dataset=None) -
 
 
 def build_vocab(cfg: DataConfig, train_text=None) -> Vocab:
+    """The vocabulary of ``data.vocab_file`` when set, else the training split's words."""
+    if cfg.vocab_file is not None:
+        path = Path(cfg.vocab_file)
+        check_text_file(path)
+        words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()]
+        counts = Counter({word: len(words) - rank for rank, word in enumerate(words)})  # keep the file's order
+        return Vocab.build(counts, max_size=cfg.max_vocab_size)
     train_text = load_text(cfg, "train") if train_text is None else train_text
     counts = count_words(train_text, cfg.lowercase)
     if not counts:
