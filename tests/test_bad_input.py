@@ -118,16 +118,11 @@ class Case:
     id: str
     setup: Callable[..., list]  # (tmp) or (tmp, runs) → the CLI arguments; writes what they need under tmp
     expect: tuple[str, ...]  # substrings of the error line; "{tmp}" stands for the case's scratch directory
-    known_bug: str | None = None  # a case the code does not meet yet: strict xfail, with the reason
 
 
 def params(cases: list[Case]) -> list:
-    """One pytest parameter per case; a known bug is a strict xfail, so its fix is noticed."""
-    xfail = pytest.mark.xfail
-    return [
-        pytest.param(case, id=case.id, marks=[xfail(reason=case.known_bug, strict=True)] if case.known_bug else [])
-        for case in cases
-    ]
+    """One pytest parameter per case, named by its id."""
+    return [pytest.param(case, id=case.id) for case in cases]
 
 
 @dataclass

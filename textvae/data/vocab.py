@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from textvae.errors import TextVAEError
@@ -81,6 +81,3 @@ class Vocab:
         if tuple(words[:3]) != (PAD, BOS, EOS):
             raise TextVAEError(f"vocabulary must start with {PAD}, {BOS}, {EOS}")
         return cls(words=tuple(words))
-
-    def special_ids(self) -> Sequence[int]:
-        return (self.pad_id, self.bos_id, self.eos_id)
