@@ -8,4 +8,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 out=${1:-runs/quickstart}
 echo "Quickstart collapse ablation (recipes/quickstart/ablation.toml) → $out" >&2
-.venv/bin/textvae ablate recipes/quickstart/ablation.toml --out "$out"
+.venv/bin/textvae ablate recipes/quickstart/ablation.toml --out "$out" --jobs 2  # two rows at a time, one core each

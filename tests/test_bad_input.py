@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
+from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 
 SENTENCES = [
     f"the {animal} {verb} the {thing}"
@@ -334,6 +335,15 @@ def _truncated_checkpoint(tmp: Path, runs: Runs) -> list:
     return ["eval", run]
 
 
+def _checksum_mismatch(tmp: Path, runs: Runs) -> list:
+    """One byte of the serialized checkpoint changed inside an otherwise well-formed file."""
+    run = runs.copy("vae", tmp)
+    envelope = torch.load(run / "best.pt", weights_only=True)
+    envelope["payload"][len(envelope["payload"]) // 2] ^= 0xFF
+    torch.save(envelope, run / "best.pt")
+    return ["eval", run]
+
+
 def _foreign_checkpoint(tmp: Path, runs: Runs) -> list:
     run = runs.copy("vae", tmp)
     torch.save({"state_dict": {"weight": torch.zeros(3)}}, run / "best.pt")
@@ -343,11 +353,11 @@ def _foreign_checkpoint(tmp: Path, runs: Runs) -> list:
 def _weights_do_not_fit(tmp: Path, runs: Runs) -> list:
     """The VAE's best.pt with its weights (decoder H=8) under a config that says H=9."""
     run = runs.copy("vae", tmp)
-    payload = torch.load(run / "best.pt", weights_only=True)
+    payload = read_checkpoint(run / "best.pt")
     config = json.loads(payload["config"])
     config["model"]["decoder"]["hidden_dim"] = 9
     payload["config"] = json.dumps(config)
-    torch.save(payload, run / "best.pt")
+    write_checkpoint_payload(run / "best.pt", payload)
     return ["eval", run]
 
 
@@ -375,6 +385,9 @@ CASES_WITH_A_RUN = [
     Case("eval-run-missing", lambda tmp, runs: ["eval", tmp / "nowhere"], ("{tmp}/nowhere: no such run directory",)),
     Case("eval-random-bytes-checkpoint", _random_bytes_checkpoint, ("{tmp}/vae_run/best.pt: corrupt or unreadable",)),
     Case("eval-truncated-checkpoint", _truncated_checkpoint, ("{tmp}/vae_run/best.pt: corrupt or unreadable",)),
+    Case(
+        "eval-checksum-mismatch", _checksum_mismatch, ("{tmp}/vae_run/best.pt: corrupt checkpoint (checksum mismatch)",)
+    ),
     Case("eval-foreign-checkpoint", _foreign_checkpoint, ("{tmp}/vae_run/best.pt: not a textvae checkpoint",)),
     Case(
         "eval-weights-do-not-fit-config",

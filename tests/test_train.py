@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_DATA
-from textvae.checkpoint import load_checkpoint, read_checkpoint
+from textvae.checkpoint import load_checkpoint, read_checkpoint, write_checkpoint_payload
 from textvae.config import recipe_from_dict
 from textvae.data.corpus import encode_split
 from textvae.evaluate import EvalSettings, evaluate
@@ -67,7 +67,7 @@ def test_checkpoint_round_trip_reproduces_evaluation_exactly(trained_run, tmp_pa
     before = evaluate(first.model, split, first.vocab.pad_id, settings).metrics
     # save the loaded weights again under a new name and reload: the numbers must not move at all
     payload = read_checkpoint(run_dir / "best.pt")
-    torch.save(payload, tmp_path / "copy.pt")
+    write_checkpoint_payload(tmp_path / "copy.pt", payload)
     second = load_checkpoint(tmp_path / "copy.pt")
     after = evaluate(second.model, split, second.vocab.pad_id, settings).metrics
     for key in ("elbo", "rec", "kl", "kl_per_dim", "iw_nll", "iw_nll_se", "ppl_iw", "au", "mi_batch", "mi_full"):
@@ -84,7 +84,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     state = read_checkpoint(tmp_path / "partial" / "last.pt")
     state["config"] = json.dumps(config)
     state["progress"]["finished"] = False
-    torch.save(state, tmp_path / "partial" / "last.pt")
+    write_checkpoint_payload(tmp_path / "partial" / "last.pt", state)
     resumed = train(_ptb_recipe(max_steps=40), tmp_path / "partial", resume=True)
     assert resumed.progress.step == 40
     final = read_checkpoint(tmp_path / "partial" / "last.pt")["model"]

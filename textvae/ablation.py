@@ -105,13 +105,13 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
     from textvae.checkpoint import load_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.evaluate import EvalSettings, evaluate
-    from textvae.train import train
+    from textvae.train import has_checkpoint, train
 
     if threads is not None:
         torch.set_num_threads(threads)
     recipe = _with_seed(variant.recipe, seed)
     started = time.perf_counter()
-    summary = train(recipe, run_dir, resume=(run_dir / "last.pt").is_file())
+    summary = train(recipe, run_dir, resume=has_checkpoint(run_dir))
     train_seconds = time.perf_counter() - started
     loaded = load_checkpoint(run_dir / "best.pt")
     cfg = recipe.eval
@@ -216,6 +216,8 @@ def run_ablation(
             log.info("== %s (seed %d) → %s", variant.name, seed, run_dir)
             record(_run_and_save(variant, seed, run_dir, None))
     else:
+        # the variants with a non-standard strategy (aggressive training) cost the most: start them first
+        todo.sort(key=lambda item: item[0].recipe.strategy.get("type", "standard") == "standard")
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(_run_and_save, v, s, d, threads) for v, s, d in todo]

@@ -1,17 +1,25 @@
-"""Checkpoints: written atomically, loaded safely, checked against their own config and vocab.
+"""Checkpoints: written atomically, checksummed, loaded safely, checked against their own config and vocab.
 
-A checkpoint is a ``torch.save`` file holding only tensors and plain data: the model, optimizer
-and scheduler states, RNG states, the training position, and the resolved config and vocabulary
-as JSON strings. It is written to a temporary file in the same directory, flushed to disk and
-renamed over the target, so a killed process leaves either the old file or the new one. It is
-read with ``weights_only=True``: nothing in it can run code.
+A checkpoint holds only tensors and plain data: the model, optimizer and scheduler states, RNG
+states, the training position, and the resolved config and vocabulary as JSON strings. On disk it
+is a ``torch.save`` envelope ``{"format", "sha256", "payload"}`` whose payload is the serialized
+checkpoint as a byte tensor and ``sha256`` its digest, so any damaged byte is detected on load.
+
+Writing goes to a temporary file in the same directory, flushed to disk and renamed over the
+target, so a killed process leaves either the old file or the new one, never a mix. With
+``keep_previous`` the file being replaced is kept as ``NAME.prev.pt`` first (a hard link, no
+copy), and training falls back to it, with a warning, when the newest one is damaged.
+Everything is read with ``weights_only=True``: nothing in a checkpoint can run code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +27,16 @@ from typing import Any
 
 import torch
 
-from textvae import __version__
+from textvae import __version__, faults
 from textvae.config import Recipe, recipe_from_dict
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
 from textvae.models import build_model
 
-FORMAT = "textvae-checkpoint-1"
+log = logging.getLogger(__name__)
+
+FORMAT = "textvae-checkpoint-2"
+LEGACY_FORMAT = "textvae-checkpoint-1"  # the same payload unwrapped, without a checksum: still read
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _REQUIRED = ("format", "config", "vocab", "model")
@@ -37,7 +48,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            half = len(data) // 2
+            handle.write(data[:half])
+            handle.flush()
+            faults.kill_point("checkpoint_write")  # crash-safety tests only (TEXTVAE_FAULT)
+            handle.write(data[half:])
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
@@ -51,7 +66,50 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_checkpoint(path: Path, *, recipe: Recipe, vocab: Vocab, model: torch.nn.Module, **state: Any) -> None:
+def previous_path(path: Path) -> Path:
+    """Where ``keep_previous`` keeps the checkpoint that ``path`` replaced: last.pt → last.prev.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _keep_as_previous(path: Path) -> None:
+    """Atomically make ``NAME.prev.pt`` the current ``NAME.pt`` (which stays in place)."""
+    if not path.is_file():
+        return
+    target = previous_path(path)
+    staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(path, staged)  # a second name for the same bytes: no copy
+    except OSError:  # filesystems without hard links
+        shutil.copyfile(path, staged)
+    os.replace(staged, target)
+
+
+def _serialize(payload: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def write_checkpoint_payload(path: Path, payload: dict[str, Any], keep_previous: bool = False) -> None:
+    """Write a raw checkpoint dict (as ``read_checkpoint`` returns it) inside a checksummed envelope."""
+    path = Path(path)
+    inner = _serialize(payload)
+    envelope = {
+        "format": FORMAT,
+        "sha256": hashlib.sha256(inner).hexdigest(),
+        "payload": torch.frombuffer(bytearray(inner), dtype=torch.uint8),
+    }
+    data = _serialize(envelope)
+    if keep_previous:
+        _keep_as_previous(path)
+    atomic_write_bytes(path, data)
+
+
+def save_checkpoint(
+    path: Path, *, recipe: Recipe, vocab: Vocab, model: torch.nn.Module, keep_previous: bool = False, **state: Any
+) -> None:
     """Save model weights with the config and vocab that built them, plus any training ``state``."""
     payload = {
         "format": FORMAT,
@@ -61,9 +119,15 @@ def save_checkpoint(path: Path, *, recipe: Recipe, vocab: Vocab, model: torch.nn
         "model": model.state_dict(),
         **state,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    write_checkpoint_payload(path, payload, keep_previous)
+
+
+def _torch_load(source, path: Path) -> Any:
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TextVAEError(f"{path}: corrupt or unreadable checkpoint ({first_line[:120]})") from None
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -71,14 +135,41 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise TextVAEError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TextVAEError(f"{path}: corrupt or unreadable checkpoint ({first_line[:120]})") from None
+    envelope = _torch_load(path, path)
+    if isinstance(envelope, dict) and envelope.get("format") == LEGACY_FORMAT and all(k in envelope for k in _REQUIRED):
+        log.debug("%s: format %s has no checksum", path, LEGACY_FORMAT)
+        return {**envelope, "format": FORMAT}
+    if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
+        raise TextVAEError(f"{path}: not a textvae checkpoint (expected format {FORMAT!r})")
+    data = envelope.get("payload")
+    if not isinstance(data, torch.Tensor) or data.dtype != torch.uint8 or not isinstance(envelope.get("sha256"), str):
+        raise TextVAEError(f"{path}: not a textvae checkpoint (no checksummed payload)")
+    inner = data.numpy().tobytes()
+    if hashlib.sha256(inner).hexdigest() != envelope["sha256"]:
+        raise TextVAEError(f"{path}: corrupt checkpoint (checksum mismatch)")
+    payload = _torch_load(io.BytesIO(inner), path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in _REQUIRED):
         raise TextVAEError(f"{path}: not a textvae checkpoint (expected format {FORMAT!r})")
     return payload
+
+
+def read_checkpoint_or_previous(path: Path) -> tuple[dict[str, Any], Path]:
+    """``read_checkpoint(path)``, or, when that file is missing or damaged, its ``.prev`` copy with a
+    warning. Raises the error about ``path`` when neither can be read."""
+    path = Path(path)
+    try:
+        return read_checkpoint(path), path
+    except TextVAEError as err:
+        previous = previous_path(path)
+        if not previous.is_file():
+            raise
+        try:
+            payload = read_checkpoint(previous)
+        except TextVAEError:
+            raise err from None
+        step = payload.get("progress", {}).get("step", "?")
+        log.warning("%s; using the previous checkpoint %s (step %s)", err, previous, step)
+        return payload, previous
 
 
 @dataclass
@@ -90,8 +181,17 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
-    """Rebuild the model from the checkpoint's own config and vocab and load its weights strictly."""
-    payload = read_checkpoint(path)
+    """Rebuild the model from the checkpoint's own config and vocab and load its weights strictly.
+
+    A damaged file is an error here, never silently replaced by an older one: the error names the
+    ``.prev`` copy training kept, if there is one, so the user can evaluate that one on purpose."""
+    try:
+        payload = read_checkpoint(path)
+    except TextVAEError as err:
+        previous = previous_path(path)
+        if previous.is_file():
+            raise TextVAEError(f"{err}; the previous checkpoint is {previous}") from None
+        raise
     try:
         recipe = recipe_from_dict(json.loads(payload["config"]), source=f"{path} (config)")
         vocab = Vocab.from_json(payload["vocab"])

@@ -79,10 +79,12 @@ class TrainConfig:
     checkpoint_every_steps: int | None = 500  # `last.pt` also inside an epoch, for --resume
     progress_bar: bool = True
     threads: int | None = None  # torch intra-op threads; None = torch's default
+    max_nonfinite_in_a_row: int = 10  # stop when this many batches in a row give a non-finite loss or gradient
 
     def __post_init__(self):
         counts = ("batch_size", "epochs", "max_steps", "early_stop_patience", "validate_every_steps")
         counts += ("max_valid_sentences", "log_every_steps", "checkpoint_every_steps", "threads")
+        counts += ("max_nonfinite_in_a_row",)
         rules = {
             **dict.fromkeys(counts, _AT_LEAST_ONE),
             **dict.fromkeys(("seed", "momentum", "weight_decay", "lr_decay_patience", "max_lr_decays"), _NON_NEGATIVE),

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from textvae import registry
-from textvae.checkpoint import atomic_write_text, read_checkpoint, save_checkpoint
+from textvae import faults, registry
+from textvae.checkpoint import atomic_write_text, previous_path, read_checkpoint_or_previous, save_checkpoint
 from textvae.config import Recipe
 from textvae.data.batching import bucketed_batches, collate, iterate_batches
 from textvae.data.corpus import build_vocab, encode_split, load_text
@@ -47,6 +47,7 @@ class Progress:
     lr_decays: int = 0
     epochs_without_improvement: int = 0
     skipped_steps: int = 0  # steps whose loss or gradient was not finite
+    skipped_in_a_row: int = 0  # the current run of such steps; training stops at train.max_nonfinite_in_a_row
     finished: bool = False
 
 
@@ -64,13 +65,59 @@ def _make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+_WRITTEN_BEFORE_FIRST_CHECKPOINT = ("config.json", "vocab.json", "metrics.jsonl")
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds something to resume from (``last.pt`` or the copy kept beside it)."""
+    return (run_dir / "last.pt").is_file() or previous_path(run_dir / "last.pt").is_file()
+
+
+def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> None:
+    """A fresh run needs an empty directory, or one left by the same recipe killed before its first
+    checkpoint (its config.json equal to this recipe, vocab, metrics, temporary files): that is started over."""
     if resume:
-        if not (run_dir / "last.pt").is_file():
+        if not has_checkpoint(run_dir):
             raise TextVAEError(f"{run_dir}: nothing to resume (no last.pt)")
+        for path in filter(_is_temporary, run_dir.iterdir()):
+            log.info("removing %s (left by a writer that was killed)", path)
+            path.unlink()
         return
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TextVAEError(f"{run_dir}: exists and is not a directory")
+    leftovers = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if not all(_is_temporary(p) for p in leftovers) and not (
+        all(p.name in _WRITTEN_BEFORE_FIRST_CHECKPOINT or _is_temporary(p) for p in leftovers)
+        and _same_config(run_dir / "config.json", recipe)
+    ):
         raise TextVAEError(f"{run_dir}: run directory exists and is not empty; use --resume or another --out")
+    if leftovers:
+        log.warning("%s: starting over (a previous attempt stopped before its first checkpoint)", run_dir)
+        for path in leftovers:
+            path.unlink()
+
+
+# train settings that change how a run executes, not what it computes: --resume may change them
+RUNTIME_KEYS = ("progress_bar", "threads", "max_nonfinite_in_a_row")
+
+
+def _without_runtime_keys(config: dict) -> dict:
+    config = json.loads(json.dumps(config))
+    for key in RUNTIME_KEYS:
+        config.get("train", {}).pop(key, None)
+    return config
+
+
+def _same_config(path: Path, recipe: Recipe) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(recipe.to_dict()))
+    except (OSError, ValueError):
+        return False
+
+
+def _is_temporary(path: Path) -> bool:
+    """A temporary file of ``atomic_write_bytes`` (``.NAME.XXXX.tmp``), left by a killed writer."""
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def _rng_state() -> dict:
@@ -107,12 +154,12 @@ class _MetricsLog:
 def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSummary:
     cfg = recipe.train
     run_dir = Path(run_dir)
-    _prepare_run_dir(run_dir, resume)
+    _prepare_run_dir(run_dir, recipe, resume)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
 
-    resumed = read_checkpoint(run_dir / "last.pt") if resume else None
-    if resumed and json.loads(resumed["config"]) != recipe.to_dict():
+    resumed = read_checkpoint_or_previous(run_dir / "last.pt")[0] if resume else None
+    if resumed and _without_runtime_keys(json.loads(resumed["config"])) != _without_runtime_keys(recipe.to_dict()):
         raise TextVAEError(f"{run_dir}: --resume with a different config than the run was started with")
     # a model the recipe cannot build (a size torch rejects) fails here, before any data is read
     dry_model = build_model(recipe.model, Vocab(words=(PAD, BOS, EOS, "<unk>", "word")), recipe.remedies)
@@ -171,6 +218,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
     def checkpoint(name: str) -> None:
         save_checkpoint(
             run_dir / name,
+            keep_previous=True,
             recipe=recipe,
             vocab=vocab,
             model=model,
@@ -237,12 +285,14 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
         for batch in iterate_batches(train_split, batches, vocab.pad_id, start=progress.batch_in_epoch):
             context = StepContext(model, optimizer, cfg.grad_clip, progress.step, len(batches), random_batch)
             terms, updated = strategy.train_step(context, batch)
+            progress.batch_in_epoch += 1
             if updated:
                 progress.step += 1
+                progress.skipped_in_a_row = 0
             else:
-                progress.skipped_steps += 1
-                log.warning("step %d: non-finite loss or gradient, step skipped", progress.step)
-            progress.batch_in_epoch += 1
+                _skip_non_finite_step(progress, cfg, run_dir, metrics_log)
+                bar.update(1)
+                continue
             window["loss"] += float(terms.rec.detach().sum() + terms.kl.detach().sum())
             window["rec"] += float(terms.rec.detach().sum())
             window["kl"] += float(terms.kl.detach().sum())
@@ -288,6 +338,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
                 break
             if cfg.checkpoint_every_steps and progress.step % cfg.checkpoint_every_steps == 0:
                 checkpoint("last.pt")
+            faults.kill_point("after_step", progress.step)
         bar.close()
         if stop:
             break
@@ -315,6 +366,27 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
     return TrainSummary(run_dir, progress, last_valid, seconds)
 
 
+def _skip_non_finite_step(progress: Progress, cfg, run_dir: Path, metrics_log: _MetricsLog) -> None:
+    """Count a step whose loss or gradient was not finite (nothing was updated); stop after too many in a row."""
+    progress.skipped_steps += 1
+    progress.skipped_in_a_row += 1
+    log.warning(
+        "non-finite loss or gradient after step %d: batch skipped (%d in a row, %d in all)",
+        progress.step,
+        progress.skipped_in_a_row,
+        progress.skipped_steps,
+    )
+    metrics_log.write({"event": "skipped", "step": progress.step, "in_a_row": progress.skipped_in_a_row})
+    if progress.skipped_in_a_row >= cfg.max_nonfinite_in_a_row:
+        metrics_log.close()
+        last = run_dir / "last.pt"
+        kept = f"the last good checkpoint {last} is intact" if last.is_file() else "no checkpoint had been written yet"
+        raise TextVAEError(
+            f"training stopped after step {progress.step}: {progress.skipped_in_a_row} batches in a row gave a "
+            f"non-finite loss or gradient (train.max_nonfinite_in_a_row); {kept}"
+        )
+
+
 def _end_of_epoch(progress, valid, scheduler, optimizer, model, run_dir, cfg) -> bool:
     """Learning-rate decay on plateau (reloading the best weights), early stopping. True = stop."""
     improved = progress.best_step == progress.step
@@ -325,7 +397,7 @@ def _end_of_epoch(progress, valid, scheduler, optimizer, model, run_dir, cfg) ->
         progress.lr_decays += 1
         log.info("lr decay %d: %.4g → %.4g", progress.lr_decays, lr_before, optimizer.param_groups[0]["lr"])
         if cfg.reload_best_on_decay and (run_dir / "best.pt").is_file():
-            model.load_state_dict(read_checkpoint(run_dir / "best.pt")["model"])
+            model.load_state_dict(read_checkpoint_or_previous(run_dir / "best.pt")[0]["model"])
         if progress.lr_decays >= cfg.max_lr_decays:
             log.info("stopping: %d learning-rate decays", progress.lr_decays)
             return True

@@ -214,7 +214,8 @@ def build_vocab(cfg: DataConfig, train_text=None) -> Vocab:
     if cfg.vocab_file is not None:
         path = Path(cfg.vocab_file)
         check_text_file(path)
-        words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        words = list(dict.fromkeys(w.strip() for w in lines if w.strip()))  # a repeated word keeps its first rank
         counts = Counter({word: len(words) - rank for rank, word in enumerate(words)})  # keep the file's order
         return Vocab.build(counts, max_size=cfg.max_vocab_size)
     train_text = load_text(cfg, "train") if train_text is None else train_text

@@ -30,6 +30,8 @@ class Vocab:
         index = {w: i for i, w in enumerate(self.words)}
         if len(index) != len(self.words):
             raise TextVAEError("vocabulary has duplicate words")
+        for marker in (self.pad_id, self.bos_id, self.eos_id):  # text spelled "<s>" is a word, not the marker
+            index.pop(self.words[marker], None)
         object.__setattr__(self, "_index", index)
 
     @property
@@ -55,7 +57,7 @@ class Vocab:
         return cls(words=(*specials, *ranked))
 
     def encode(self, tokens: Iterable[str]) -> list[int]:
-        """Word ids, unk for unknown words; no BOS/EOS."""
+        """Word ids, unk for unknown words and for text spelled like ``<pad>``, ``<s>`` or ``</s>``; no BOS/EOS."""
         index, unk_id = self._index, self.unk_id
         return [index.get(t, unk_id) for t in tokens]
 
