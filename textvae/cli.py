@@ -142,10 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args) -> None:
     from textvae.config import load_recipe
+    from textvae.distributed import is_main_process
     from textvae.train import train
 
     recipe = load_recipe(args.recipe, args.overrides)
     summary = train(recipe, args.out, resume=args.resume)
+    if not is_main_process():  # under torchrun, rank 0 reports
+        return
     valid = summary.last_valid
     sys.stdout.write(
         f"trained {summary.progress.step} steps in {summary.seconds:.0f}s; best valid loss "

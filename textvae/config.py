@@ -80,6 +80,7 @@ class TrainConfig:
     progress_bar: bool = True
     threads: int | None = None  # torch intra-op threads; None = torch's default
     max_nonfinite_in_a_row: int = 10  # stop when this many batches in a row give a non-finite loss or gradient
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: this process's GPU if CUDA is available
 
     def __post_init__(self):
         counts = ("batch_size", "epochs", "max_steps", "early_stop_patience", "validate_every_steps")

@@ -183,32 +183,49 @@ def _evaluate_vae(model, split, batches, chosen, pad_id, settings, generator, ba
     return EvalResult(result, means.numpy(), logvars.numpy())
 
 
+VALIDATION_SUMS = ("rec", "kl", "tokens", "sentences", "mi_weighted")
+
+
 @torch.no_grad()
-def validation_loss(model, split: EncodedSplit, pad_id: int, batch_size: int, indices: np.ndarray, seed: int) -> dict:
-    """Fast validation during training: mean −ELBO (or NLL) per sentence, KL, PPL and MI; no IW."""
+def validation_sums(
+    model, split: EncodedSplit, pad_id: int, batch_size: int, indices: np.ndarray, seed: int, device=None
+) -> dict[str, float]:
+    """Sums over ``indices`` of what validation reports (``VALIDATION_SUMS``): summed across
+    processes under torch.distributed, then turned into means by ``validation_from_sums``."""
     was_training = model.training
     model.eval()
-    generator = torch.Generator().manual_seed(seed)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    mi_generator = generator if device.type == "cpu" else torch.Generator().manual_seed(seed)  # MI runs on CPU
     batches = [indices[b] for b in bucketed_batches(split.lengths[indices], batch_size, shuffle=False)]
-    rec = kl = mi_weighted = 0.0
-    tokens = sentences = 0
+    sums = dict.fromkeys(VALIDATION_SUMS, 0.0)
     for batch in iterate_batches(split, batches, pad_id):
-        out = model(batch, generator=generator)
+        out = model(batch.to(device), generator=generator)
         terms = elbo_terms(out)
-        rec += float(terms.rec.sum())
-        kl += float(terms.kl.sum())
-        tokens += int(terms.num_tokens.sum())
-        sentences += len(batch)
+        sums["rec"] += float(terms.rec.sum())
+        sums["kl"] += float(terms.kl.sum())
+        sums["tokens"] += int(terms.num_tokens.sum())
+        sums["sentences"] += len(batch)
         if out.posterior is not None:
-            mi_weighted += metrics.mutual_info_minibatch(out.posterior.mean, out.posterior.logvar, generator) * len(
-                batch
-            )
+            mi = metrics.mutual_info_minibatch(out.posterior.mean.cpu(), out.posterior.logvar.cpu(), mi_generator)
+            sums["mi_weighted"] += mi * len(batch)
     model.train(was_training)
+    return sums
+
+
+def validation_from_sums(sums: dict[str, float]) -> dict:
+    """Mean −ELBO (or NLL) per sentence, KL, PPL and MI from ``validation_sums`` (of one or all ranks)."""
+    sentences = sums["sentences"]
     return {
-        "loss": (rec + kl) / sentences,
-        "rec": rec / sentences,
-        "kl": kl / sentences,
-        "ppl": metrics.perplexity(rec + kl, tokens),
-        "mi": mi_weighted / sentences,  # He et al. 2019's minibatch estimator; 0 for a language model
-        "num_sentences": sentences,
+        "loss": (sums["rec"] + sums["kl"]) / sentences,
+        "rec": sums["rec"] / sentences,
+        "kl": sums["kl"] / sentences,
+        "ppl": metrics.perplexity(sums["rec"] + sums["kl"], int(sums["tokens"])),
+        "mi": sums["mi_weighted"] / sentences,  # He et al. 2019's minibatch estimator; 0 for a language model
+        "num_sentences": int(sentences),
     }
+
+
+def validation_loss(model, split: EncodedSplit, pad_id: int, batch_size: int, indices: np.ndarray, seed: int) -> dict:
+    """Fast validation during training: mean −ELBO (or NLL) per sentence, KL, PPL and MI; no IW."""
+    return validation_from_sums(validation_sums(model, split, pad_id, batch_size, indices, seed))

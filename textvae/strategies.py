@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from textvae import distributed
 from textvae.objective import ElboTerms, elbo_terms
 from textvae.registry import register
 from textvae.remedies.base import training_objective
@@ -34,17 +35,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StepContext:
-    model: nn.Module
+    model: nn.Module  # the model itself (its parts, remedies and methods)
     optimizer: torch.optim.Optimizer
     grad_clip: float | None
     step: int  # optimizer steps taken so far
     steps_per_epoch: int
     random_batch: Callable[[], object]  # a fresh batch of random training sentences
+    forward: nn.Module | None = None  # what to call for a forward pass: the DistributedDataParallel wrapper, if any
+    loss_scale: float = 1.0  # world_size · n_rank / n_global under torch.distributed (see textvae.distributed)
+    dist: distributed.Context = distributed.SINGLE_PROCESS
 
 
 def remedy_loss(ctx: StepContext, batch) -> tuple[torch.Tensor, ElboTerms]:
     """The remedies' objective on one batch, and the honest terms it was built from."""
-    out = ctx.model(batch)
+    out = (ctx.forward or ctx.model)(batch)
     terms = elbo_terms(out)
     objective = training_objective(
         ctx.model.remedies, out, terms, batch, step=ctx.step, steps_per_epoch=ctx.steps_per_epoch
@@ -55,12 +59,12 @@ def remedy_loss(ctx: StepContext, batch) -> tuple[torch.Tensor, ElboTerms]:
 def apply_update(ctx: StepContext, loss: torch.Tensor, only: set[int] | None = None) -> bool:
     """Backward, clip, step; ``only`` restricts the update to these parameters (by id).
 
-    Returns False, with nothing changed, when the loss or a gradient is not finite.
+    Returns False, with nothing changed, when the loss or a gradient is not finite (on any rank).
     """
     ctx.optimizer.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
+    if not distributed.all_ranks_agree(ctx.dist, bool(torch.isfinite(loss))):
         return False
-    loss.backward()
+    (loss * ctx.loss_scale if ctx.loss_scale != 1.0 else loss).backward()
     params = [p for p in ctx.model.parameters() if p.grad is not None]
     if only is not None:
         for param in params:
@@ -80,6 +84,7 @@ class Strategy:
     """The standard step; subclasses change what a step does. State must be plain data (for checkpoints)."""
 
     needs_latent = False  # True when the strategy trains an inference network
+    supports_distributed = False  # True when every rank makes the same forward/backward calls in a step
 
     def train_step(self, ctx: StepContext, batch) -> tuple[ElboTerms, bool]:
         loss, terms = remedy_loss(ctx, batch)
@@ -97,7 +102,7 @@ class Strategy:
 
 @register("strategy", "standard")
 class StandardStrategy(Strategy):
-    pass
+    supports_distributed = True
 
 
 def inference_parameter_ids(model: nn.Module) -> set[int]:

@@ -6,6 +6,9 @@ A run directory holds ``config.json`` (the resolved recipe), ``vocab.json``, ``m
 Checkpoints are written atomically; ``resume=True`` continues from ``last.pt`` with the same
 batch order, RNG state and optimizer state, and cuts ``metrics.jsonl`` back to what that
 checkpoint had seen.
+
+Launched by ``torchrun``, the same loop runs in every process on its slice of each global batch,
+with DistributedDataParallel averaging the gradients (``textvae.distributed`` says how).
 """
 
 from __future__ import annotations
@@ -19,16 +22,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from textvae import faults, registry
+from textvae import distributed, faults, registry
 from textvae.checkpoint import atomic_write_text, previous_path, read_checkpoint_or_previous, save_checkpoint
 from textvae.config import Recipe
 from textvae.data.batching import bucketed_batches, collate, iterate_batches
 from textvae.data.corpus import build_vocab, encode_split, load_text
 from textvae.data.vocab import BOS, EOS, PAD, Vocab
 from textvae.errors import TextVAEError
-from textvae.evaluate import select_sentences, validation_loss
+from textvae.evaluate import VALIDATION_SUMS, select_sentences, validation_from_sums, validation_sums
 from textvae.models import build_model
 from textvae.strategies import StepContext
 
@@ -73,15 +77,15 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "last.pt").is_file() or previous_path(run_dir / "last.pt").is_file()
 
 
-def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> None:
+def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, delete_leftovers: bool = True) -> None:
     """A fresh run needs an empty directory, or one left by the same recipe killed before its first
     checkpoint (its config.json equal to this recipe, vocab, metrics, temporary files): that is started over."""
     if resume:
         if not has_checkpoint(run_dir):
             raise TextVAEError(f"{run_dir}: nothing to resume (no last.pt)")
-        for path in filter(_is_temporary, run_dir.iterdir()):
+        for path in filter(_is_temporary, run_dir.iterdir() if delete_leftovers else ()):
             log.info("removing %s (left by a writer that was killed)", path)
-            path.unlink()
+            path.unlink(missing_ok=True)
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise TextVAEError(f"{run_dir}: exists and is not a directory")
@@ -91,14 +95,14 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> None:
         and _same_config(run_dir / "config.json", recipe)
     ):
         raise TextVAEError(f"{run_dir}: run directory exists and is not empty; use --resume or another --out")
-    if leftovers:
+    if leftovers and delete_leftovers:
         log.warning("%s: starting over (a previous attempt stopped before its first checkpoint)", run_dir)
         for path in leftovers:
-            path.unlink()
+            path.unlink(missing_ok=True)
 
 
 # train settings that change how a run executes, not what it computes: --resume may change them
-RUNTIME_KEYS = ("progress_bar", "threads", "max_nonfinite_in_a_row")
+RUNTIME_KEYS = ("progress_bar", "threads", "max_nonfinite_in_a_row", "device")
 
 
 def _without_runtime_keys(config: dict) -> dict:
@@ -120,41 +124,81 @@ def _is_temporary(path: Path) -> bool:
     return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _seed_rank(seed: int, context: distributed.Context) -> None:
+    """Each process its own dropout and z-noise stream (rank 0 keeps the single-process one)."""
+    torch.manual_seed(seed + 1_000_003 * context.rank)
+    random.seed(seed + 1_000_003 * context.rank)
+
+
+def _restore_rng(saved: dict | list, context: distributed.Context, seed: int) -> None:
+    """A checkpoint holds one RNG state per process (a list) under torchrun, else one dict."""
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) == context.world_size:
+        _set_rng_state(states[context.rank], context.device)
+        return
+    log.warning(
+        "resuming with %d processes a run checkpointed with %d: random streams restart from the seed",
+        context.world_size,
+        len(states),
+    )
+    _seed_rank(seed + len(states), context)
 
 
 class _MetricsLog:
     """Appends one JSON object per line to ``metrics.jsonl``; ``offset`` is saved in checkpoints."""
 
-    def __init__(self, path: Path, truncate_to: int | None):
-        self.path = path
+    def __init__(self, path: Path, truncate_to: int | None, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        if not enabled:  # the other ranks of a torchrun job: rank 0 keeps the log
+            self.handle = None
+            return
         if truncate_to is not None and path.exists():
             with path.open("r+b") as handle:
                 handle.truncate(truncate_to)
         self.handle = path.open("a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
+        if self.handle is not None:
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()
 
     @property
     def offset(self) -> int:
-        return self.handle.tell()
+        return self.handle.tell() if self.handle is not None else 0
 
     def close(self) -> None:
-        self.handle.close()
+        if self.handle is not None and not self.handle.closed:
+            self.handle.close()
 
 
 def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSummary:
+    """Train ``recipe`` into ``run_dir``; under torchrun, as one of its processes."""
+    context = distributed.setup(recipe.train.device)
+    try:
+        return _train(recipe, Path(run_dir), resume, context)
+    finally:
+        distributed.teardown(context)
+
+
+def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distributed.Context) -> TrainSummary:
     cfg = recipe.train
-    run_dir = Path(run_dir)
-    _prepare_run_dir(run_dir, recipe, resume)
+    device, is_main = dist_context.device, dist_context.is_main
+    _prepare_run_dir(run_dir, recipe, resume, delete_leftovers=is_main)
+    distributed.barrier(dist_context)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
 
@@ -166,14 +210,23 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
     strategy = registry.build("strategy", recipe.strategy, "strategy")
     if strategy.needs_latent and not dry_model.has_latent:
         raise TextVAEError(f"strategy {recipe.strategy['type']!r} needs a model with a latent variable")
+    if dist_context.enabled and not strategy.supports_distributed:
+        raise TextVAEError(f"strategy {recipe.strategy['type']!r} does not support torchrun (multi-process) training")
+    if dist_context.enabled and cfg.batch_size < dist_context.world_size:
+        raise TextVAEError(
+            f"train.batch_size = {cfg.batch_size} is the global batch: it must be ≥ the "
+            f"{dist_context.world_size} processes"
+        )
 
     # --- data: the vocabulary comes from the training split (or from the checkpoint on resume)
-    valid_text = load_text(recipe.data, "valid")  # checked first: a missing file fails before train is cached
-    train_text = load_text(recipe.data, "train")
+    with distributed.main_process_first(dist_context):  # rank 0 builds the dataset cache, the others read it
+        valid_text = load_text(recipe.data, "valid")  # checked first: a missing file fails before train is cached
+        train_text = load_text(recipe.data, "train")
     vocab = Vocab.from_json(resumed["vocab"]) if resumed else build_vocab(recipe.data, train_text)
     train_split = encode_split(recipe.data, "train", vocab, train_text)
     valid_split = encode_split(recipe.data, "valid", vocab, valid_text)
     valid_indices = select_sentences(valid_split, cfg.max_valid_sentences, cfg.seed)
+    rank_valid_indices = valid_indices[dist_context.rank :: dist_context.world_size]  # this process's share
     log.info(
         "data %s: vocab %d, train %d sentences (%d truncated), valid %d",
         recipe.data.dataset,
@@ -186,7 +239,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
     # --- model, optimizer, scheduler
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(recipe.model, vocab, recipe.remedies)
+    model = build_model(recipe.model, vocab, recipe.remedies).to(device)
     optimizer = _make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience
@@ -196,7 +249,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
-        _set_rng_state(resumed["rng"])
+        _restore_rng(resumed["rng"], dist_context, cfg.seed)
         progress = Progress(**resumed["progress"])
         strategy.load_state_dict(resumed["strategy"])
         log.info(
@@ -207,15 +260,31 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
             progress.batch_in_epoch,
         )
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json", json.dumps(recipe.to_dict(), indent=2))
-        atomic_write_text(run_dir / "vocab.json", vocab.to_json())
+        if dist_context.enabled:
+            _seed_rank(cfg.seed, dist_context)  # after the model: every rank built the same initial weights
+        if is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.json", json.dumps(recipe.to_dict(), indent=2))
+            atomic_write_text(run_dir / "vocab.json", vocab.to_json())
     num_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s: %.2fM parameters", recipe.model["type"], num_params / 1e6)
+    log.info("model %s: %.2fM parameters on %s", recipe.model["type"], num_params / 1e6, device)
+    # the module a training step calls: under torchrun, the wrapper that averages gradients across processes
+    forward = model
+    if dist_context.enabled:
+        forward = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True
+        )
 
-    metrics_log = _MetricsLog(run_dir / "metrics.jsonl", resumed["metrics_offset"] if resumed else None)
+    metrics_log = _MetricsLog(
+        run_dir / "metrics.jsonl", resumed["metrics_offset"] if resumed else None, enabled=is_main
+    )
 
     def checkpoint(name: str) -> None:
+        """Every process calls this (the RNG states are gathered); rank 0 writes."""
+        rng = _rng_state(device)
+        rng = distributed.gather_objects(dist_context, rng) if dist_context.enabled else rng
+        if not is_main:
+            return
         save_checkpoint(
             run_dir / name,
             keep_previous=True,
@@ -224,17 +293,16 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
             model=model,
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
-            rng=_rng_state(),
+            rng=rng,
             progress=asdict(progress),
             strategy=strategy.state_dict(),
             metrics_offset=metrics_log.offset,
         )
 
     def validate() -> dict:
-        result = {
-            "step": progress.step,
-            **validation_loss(model, valid_split, vocab.pad_id, cfg.batch_size, valid_indices, cfg.seed),
-        }
+        sums = validation_sums(model, valid_split, vocab.pad_id, cfg.batch_size, rank_valid_indices, cfg.seed, device)
+        totals = distributed.sum_across(dist_context, [sums[key] for key in VALIDATION_SUMS])
+        result = {"step": progress.step, **validation_from_sums(dict(zip(VALIDATION_SUMS, totals, strict=True)))}
         strategy.after_validation(result)
         improved = result["loss"] < progress.best_valid
         if improved:
@@ -263,7 +331,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
     def random_batch():
         """Random training sentences (the inner batches of aggressive training), from the global RNG."""
         indices = torch.randint(len(train_split), (cfg.batch_size,)).tolist()
-        return collate(train_split.rows(indices), indices, vocab.pad_id)
+        return collate(train_split.rows(indices), indices, vocab.pad_id).to(device)
 
     started = time.perf_counter()
     last_valid: dict = {}
@@ -273,17 +341,33 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
         batches = bucketed_batches(
             train_split.lengths, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=progress.epoch
         )
+        if dist_context.enabled:  # a global batch smaller than the number of processes would leave one idle
+            batches = [b for b in batches if len(b) >= dist_context.world_size]
+        global_sizes = [len(b) for b in batches]
+        rank_batches = [distributed.rank_slice(dist_context, b) for b in batches]
         bar = tqdm(
             total=len(batches),
             initial=progress.batch_in_epoch,
             desc=f"epoch {progress.epoch + 1}",
             unit="batch",
-            disable=None if cfg.progress_bar else True,
+            disable=None if cfg.progress_bar and is_main else True,
             leave=False,
         )
         model.train()
-        for batch in iterate_batches(train_split, batches, vocab.pad_id, start=progress.batch_in_epoch):
-            context = StepContext(model, optimizer, cfg.grad_clip, progress.step, len(batches), random_batch)
+        for batch in iterate_batches(train_split, rank_batches, vocab.pad_id, start=progress.batch_in_epoch):
+            batch = batch.to(device)
+            global_size = global_sizes[progress.batch_in_epoch]
+            context = StepContext(
+                model,
+                optimizer,
+                cfg.grad_clip,
+                progress.step,
+                len(batches),
+                random_batch,
+                forward=forward,
+                loss_scale=dist_context.world_size * len(batch) / global_size,
+                dist=dist_context,
+            )
             terms, updated = strategy.train_step(context, batch)
             progress.batch_in_epoch += 1
             if updated:
@@ -306,15 +390,17 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
                 kl=f"{window['kl'] / window['sentences']:.3f}",
             )
             if progress.step % cfg.log_every_steps == 0:
+                keys = ("loss", "rec", "kl", "sentences", "tokens")  # sums over every process's sentences
+                totals = dict(zip(keys, distributed.sum_across(dist_context, [window[k] for k in keys]), strict=True))
                 record = {
                     "event": "train",
                     "step": progress.step,
                     "epoch": progress.epoch,
-                    "loss": window["loss"] / window["sentences"],
-                    "rec": window["rec"] / window["sentences"],
-                    "kl": window["kl"] / window["sentences"],
+                    "loss": totals["loss"] / totals["sentences"],
+                    "rec": totals["rec"] / totals["sentences"],
+                    "kl": totals["kl"] / totals["sentences"],
                     "lr": optimizer.param_groups[0]["lr"],
-                    "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
+                    "tokens_per_s": totals["tokens"] / max(elapsed, 1e-9),
                 }
                 metrics_log.write(record)
                 # without a visible progress bar (not a terminal, or switched off) progress goes to the log
@@ -344,8 +430,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
             break
         progress.epoch += 1
         progress.batch_in_epoch = 0
-        last_valid = validate()
-        stop = _end_of_epoch(progress, last_valid, scheduler, optimizer, model, run_dir, cfg)
+        if last_valid.get("step") != progress.step:  # not validated at this step already
+            last_valid = validate()
+        stop = _end_of_epoch(progress, last_valid, scheduler, optimizer, model, run_dir, cfg, dist_context)
         checkpoint("last.pt")
 
     if not progress.finished:
@@ -387,7 +474,7 @@ def _skip_non_finite_step(progress: Progress, cfg, run_dir: Path, metrics_log: _
         )
 
 
-def _end_of_epoch(progress, valid, scheduler, optimizer, model, run_dir, cfg) -> bool:
+def _end_of_epoch(progress, valid, scheduler, optimizer, model, run_dir, cfg, dist_context) -> bool:
     """Learning-rate decay on plateau (reloading the best weights), early stopping. True = stop."""
     improved = progress.best_step == progress.step
     progress.epochs_without_improvement = 0 if improved else progress.epochs_without_improvement + 1
@@ -396,6 +483,7 @@ def _end_of_epoch(progress, valid, scheduler, optimizer, model, run_dir, cfg) ->
     if optimizer.param_groups[0]["lr"] < lr_before:
         progress.lr_decays += 1
         log.info("lr decay %d: %.4g → %.4g", progress.lr_decays, lr_before, optimizer.param_groups[0]["lr"])
+        distributed.barrier(dist_context)  # rank 0 has finished writing best.pt
         if cfg.reload_best_on_decay and (run_dir / "best.pt").is_file():
             model.load_state_dict(read_checkpoint_or_previous(run_dir / "best.pt")[0]["model"])
         if progress.lr_decays >= cfg.max_lr_decays:
