@@ -27,6 +27,7 @@ import torch
 from tests.conftest import REPO
 from tests.test_bad_input import recipe, write_corpus, write_recipe
 from textvae.checkpoint import read_checkpoint
+from textvae.faults import ENV_VAR
 
 EDITS = {
     "train.batch_size": 8,
@@ -39,12 +40,14 @@ EDITS = {
 }
 
 
-def _run(args: list, processes: int) -> subprocess.CompletedProcess:
+def _run(args: list, processes: int, fault: str | None = None) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "textvae"]
     if processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
         launcher += ["-m", "textvae"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR} | {"OMP_NUM_THREADS": "1"}
+    if fault is not None:
+        env[ENV_VAR] = fault
     return subprocess.run(
         [*launcher, "train", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
@@ -93,8 +96,13 @@ def test_two_processes_train_the_language_model_exactly_like_one(tmp_path, corpu
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)  # sums and counts over both ranks
 
 
-def test_two_processes_train_the_vae_like_one_within_monte_carlo_noise(tmp_path, corpus):
-    single, double = _train_both(tmp_path, corpus, "vae")
+@pytest.fixture(scope="module")
+def vae_runs(tmp_path_factory, corpus) -> tuple[Path, Path]:
+    return _train_both(tmp_path_factory.mktemp("vae"), corpus, "vae")
+
+
+def test_two_processes_train_the_vae_like_one_within_monte_carlo_noise(vae_runs):
+    single, double = vae_runs
     _assert_rank0_wrote_once(double)
     for event in ("train", "valid"):
         for a, b in zip(_records(single, event), _records(double, event), strict=True):
@@ -111,3 +119,20 @@ def test_a_strategy_that_cannot_run_distributed_is_a_one_line_error(tmp_path, co
     assert f'File "{REPO / "textvae"}' not in result.stderr
     assert result.stderr.count("textvae: error:") == 2  # each process says it once
     assert not (tmp_path / "run").exists()
+
+
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_one(tmp_path, vae_runs):
+    """Both processes die after step 10 (last checkpoint at step 8); torchrun --resume continues
+    with every rank's own RNG state and ends bit-for-bit where the uninterrupted 2-process run did."""
+    _, double = vae_runs
+    recipe_path = double.parent / "vae.toml"
+    run_dir = tmp_path / "killed"
+    killed = _run([recipe_path, "--out", run_dir], processes=2, fault="after_step:10")
+    assert killed.returncode != 0
+    assert read_checkpoint(run_dir / "last.pt")["progress"]["step"] == 8
+    resumed = _run([recipe_path, "--out", run_dir, "--resume"], processes=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final, expected = read_checkpoint(run_dir / "last.pt"), read_checkpoint(double / "last.pt")
+    for name, value in expected["model"].items():
+        torch.testing.assert_close(final["model"][name], value, rtol=0, atol=0, msg=name)
+    assert _records(run_dir, "valid") == _records(double, "valid")
