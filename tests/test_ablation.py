@@ -1,6 +1,8 @@
 """The ablation runner on a tiny corpus: rows, failures kept apart, resume, report, plots."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import pytest
 from tests.conftest import REPO
 from textvae.ablation import load_ablation, run_ablation
 from textvae.errors import TextVAEError
+from textvae.faults import ENV_VAR
 
 SENTENCES = [
     f"the {a} saw a {b} near the {c}"
@@ -51,6 +54,7 @@ batch_size = 4
 max_steps = 6
 validate_every_steps = 3
 log_every_steps = 2
+checkpoint_every_steps = 2
 progress_bar = false
 [eval]
 iw_samples = 4
@@ -181,3 +185,29 @@ def test_every_shipped_ablation_validates():
     for path in sorted((REPO / "recipes").rglob("ablation*.toml")):
         variants, seeds = load_ablation(path)
         assert variants and seeds
+
+
+def test_a_killed_ablation_resumes_mid_variant_to_the_uninterrupted_rows(tmp_path, corpus):
+    """SIGKILL after step 4 of the first row (its last checkpoint: step 4); re-running the same
+    command resumes that row from its checkpoint and runs the rest: every number equals an
+    uninterrupted ablation's."""
+    path = _write_ablation(tmp_path, corpus)
+
+    def ablate(out, fault=None):
+        env = {k: v for k, v in os.environ.items() if k != ENV_VAR} | ({ENV_VAR: fault} if fault else {})
+        args = [sys.executable, "-m", "textvae", "ablate", str(path), "--out", str(out), "--set", "train.threads=1"]
+        return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    assert ablate(tmp_path / "reference").returncode == 0
+    killed = ablate(tmp_path / "out", fault="after_step:5")
+    assert killed.returncode == -signal.SIGKILL
+    assert json.loads((tmp_path / "out" / "lm" / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])["step"] <= 5
+    resumed = ablate(tmp_path / "out")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+
+    def numbers(out):
+        rows = json.loads((out / "results.json").read_text())
+        return [{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in rows]
+
+    assert numbers(tmp_path / "out") == numbers(tmp_path / "reference")
