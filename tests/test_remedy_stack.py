@@ -43,7 +43,11 @@ def test_objective_adjusting_remedies_commute(vocab, batch, first, second):
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
-def test_all_remedies_together_train_and_evaluate(tmp_path):
+CNN_DECODER = {"type": "dilated_cnn", "dilations": [1, 2], "embed_dim": 5, "channels": 6, "dropout": 0.1}
+
+
+@pytest.mark.parametrize("decoder", [None, CNN_DECODER], ids=["lstm", "dilated_cnn"])
+def test_all_remedies_together_train_and_evaluate(tmp_path, decoder):
     root = tmp_path / "corpus"
     root.mkdir()
     sentences = [" ".join(words) for words in itertools.permutations("abcdef", 4)][:120]
@@ -57,7 +61,7 @@ def test_all_remedies_together_train_and_evaluate(tmp_path):
         recipe = recipe_from_dict(
             {
                 "data": {"dataset": "files", "root": str(root), "cache_dir": str(tmp_path / "cache")},
-                "model": tiny_vae_spec(),
+                "model": tiny_vae_spec() if decoder is None else {**tiny_vae_spec(), "decoder": decoder},
                 "remedies": ALL_REMEDIES,
                 "strategy": strategy,
                 "train": {

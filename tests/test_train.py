@@ -9,6 +9,7 @@ from tests.conftest import SHARED_DATA
 from textvae.checkpoint import load_checkpoint, read_checkpoint, write_checkpoint_payload
 from textvae.config import recipe_from_dict
 from textvae.data.corpus import encode_split
+from textvae.errors import TextVAEError
 from textvae.evaluate import EvalSettings, evaluate
 from textvae.train import train
 
@@ -92,3 +93,18 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     for name, value in expected.items():
         torch.testing.assert_close(final[name], value, rtol=0, atol=0, msg=name)
     assert full.progress.step == 40
+
+
+def test_resume_ignores_where_the_recipe_came_from_and_runtime_settings(tmp_path):
+    """An ablation file edited elsewhere (its variant now at another index), a new description, another
+    thread count: the run resumes. A change to what the run computes is refused."""
+    first = _ptb_recipe(max_steps=10, validate_every_steps=10, threads=2)
+    train(first, tmp_path / "run")
+    raw = first.to_dict()
+    raw["description"] = "the same run, described again"
+    raw["train"]["threads"] = 1
+    moved = recipe_from_dict(raw, source="ablation.toml: variant #7")
+    assert train(moved, tmp_path / "run", resume=True).progress.step == 10
+    raw["train"]["lr"] = 0.1
+    with pytest.raises(TextVAEError, match="different config"):
+        train(recipe_from_dict(raw, source="x"), tmp_path / "run", resume=True)

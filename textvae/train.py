@@ -106,9 +106,12 @@ RUNTIME_KEYS = ("progress_bar", "threads", "max_nonfinite_in_a_row", "device")
 
 
 def _without_runtime_keys(config: dict) -> dict:
+    """The config as far as it decides what a run computes: without runtime keys and provenance."""
     config = json.loads(json.dumps(config))
     for key in RUNTIME_KEYS:
         config.get("train", {}).pop(key, None)
+    for key in ("source", "description"):  # where the recipe came from and its prose
+        config.pop(key, None)
     return config
 
 
