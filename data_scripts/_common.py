@@ -375,7 +375,7 @@ def rank_key(seed: int, text: str) -> bytes:
     return hashlib.sha256(f"{seed}\n{text}".encode()).digest()
 
 
-def resplit(pool: Sequence[Document], plan: Resplit) -> tuple[dict[str, list[Document]], dict]:
+def apply_resplit(pool: Sequence[Document], plan: Resplit) -> tuple[dict[str, list[Document]], dict]:
     """Cut the pooled documents into train/valid/test; returns the splits and the numbers for the card.
 
     Repeated documents (the same text, whatever the label) are dropped first, the first copy kept, so
@@ -543,7 +543,13 @@ def prepare_yang(
         check_source_dir(source)
         check_out_is_not_source(out, source)
     needed = resplit.sources if resplit is not None else SPLITS
-    raw = {split: fetch(corpus.source_names[split], source=source, url=url) for split in needed}
+    raw = {}
+    for split in needed:
+        try:
+            raw[split] = fetch(corpus.source_names[split], source=source, url=url)
+        except PrepareError as err:
+            hint = "" if resplit is not None else " (--resplit-from re-splits the files that are there)"
+            raise PrepareError(f"{err}{hint}") from None
     with_vocab = corpus.vocab == "required" or (source is not None and (source / VOCAB_NAME).exists())
     vocab_raw = fetch(VOCAB_NAME, source=source, url=url) if with_vocab else None
 
@@ -575,7 +581,7 @@ def prepare_yang(
 
     if resplit is not None:
         pool = [doc for split in needed for doc in docs[split]]
-        splits, info = globals()["resplit"](pool, resplit)
+        splits, info = apply_resplit(pool, resplit)
         split_info = resplit_card(resplit, [corpus.source_names[s] for s in needed], info)
     else:
         splits, split_info = docs, PUBLISHED_SPLIT
@@ -622,7 +628,9 @@ def card_bytes(card: dict) -> bytes:
     return (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def yang_main(argv: list[str] | None, *, prog: str, doc: str, corpus: YangCorpus, default_url: str, max_len: int) -> int:
+def yang_main(
+    argv: list[str] | None, *, prog: str, doc: str, corpus: YangCorpus, default_url: str, max_len: int
+) -> int:
     """The command line of prepare_yahoo.py and prepare_yelp.py."""
     parser = Parser(prog=prog, description=doc.split("\n\n")[0])
     names = ", ".join(corpus.source_names.values())

@@ -20,16 +20,14 @@ use it for research only and do not redistribute it.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from _common import CARD_NAME, Parser, PrepareError, count_lines, write_atomically
+from _common import download as download_url
 
 log = logging.getLogger("prepare_ptb")
 
@@ -42,12 +40,6 @@ CANONICAL = {  # split -> (lines, md5)
     "test": (3_761, "8b80168b89c18661a38ef683c0dc3721"),
 }
 UNK = "<unk>"
-CARD_NAME = "datacard.json"
-DOWNLOAD_TIMEOUT_S = 60
-
-
-class PrepareError(Exception):
-    """Bad input, stated in one line."""
 
 
 def file_name(split: str) -> str:
@@ -76,21 +68,8 @@ def download(base_url: str) -> dict[str, bytes]:
     for split in SPLITS:
         url = f"{base_url.rstrip('/')}/{file_name(split)}"
         log.debug("downloading %s", url)
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                raw[split] = response.read()
-        except urllib.error.HTTPError as err:
-            raise PrepareError(f"{url}: download failed (HTTP {err.code} {err.reason})") from None
-        except urllib.error.URLError as err:
-            raise PrepareError(f"{url}: download failed ({err.reason})") from None
-        except (OSError, ValueError) as err:
-            raise PrepareError(f"{url}: download failed ({err})") from None
+        raw[split] = download_url(url)
     return raw
-
-
-def count_lines(text: str) -> int:
-    """Lines as ``wc -l`` counts them, plus a last line without a newline; only ``\\n`` ends a line."""
-    return text.count("\n") + (not text.endswith("\n") and text != "")
 
 
 def split_card(name: str, data: bytes) -> tuple[dict, set[str]]:
@@ -150,37 +129,6 @@ def build_card(raw: dict[str, bytes], *, source: str, verified: bool) -> dict:
     }
 
 
-def write_atomically(out: Path, files: dict[str, bytes]) -> None:
-    """Write every file to a temporary file in ``out``, then rename them into place in the given order.
-
-    If writing fails, the temporary files are removed (and ``out`` too if this call created it), so
-    a failure leaves ``out`` as it was.
-    """
-    if out.exists() and not out.is_dir():
-        raise PrepareError(f"{out}: exists and is not a directory")
-    created = not out.exists()
-    temps: dict[str, str] = {}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        for name, data in files.items():
-            fd, temps[name] = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temps[name], 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        for name in files:
-            os.replace(temps.pop(name), out / name)
-    except OSError as err:
-        for temp in temps.values():
-            Path(temp).unlink(missing_ok=True)
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise PrepareError(f"{out}: cannot write ({err.strerror or err})") from None
-
-
 def prepare(out: Path, *, source: Path | None, url: str, verify: bool) -> dict:
     """Read (or download), check, and write the three files and the data card; returns the card."""
     raw = read_local(source) if source is not None else download(url)
@@ -191,16 +139,8 @@ def prepare(out: Path, *, source: Path | None, url: str, verify: bool) -> dict:
     return card
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (no usage dump) with exit status 2."""
-
-    def error(self, message: str):
-        sys.stderr.write(f"prepare_ptb: error: {message}\n")
-        raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="prepare_ptb", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory to write the files and datacard.json to")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--source", type=Path, help="local directory holding ptb.{train,valid,test}.txt")

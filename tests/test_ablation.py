@@ -182,7 +182,7 @@ def test_bad_ablation_files_fail_before_anything_runs(tmp_path, corpus, text, me
 
 
 def test_every_shipped_ablation_validates():
-    for path in sorted((REPO / "recipes").rglob("ablation*.toml")):
+    for path in sorted((REPO / "recipes").rglob("*ablation*.toml")):
         variants, seeds = load_ablation(path)
         assert variants and seeds
 

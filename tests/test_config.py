@@ -8,7 +8,7 @@ from textvae.models import build_model
 RECIPES = sorted(
     p
     for p in (REPO / "recipes").rglob("*.toml")
-    if "_base" not in p.parts and p.name != "base.toml" and not p.name.startswith("ablation")
+    if "_base" not in p.parts and p.name != "base.toml" and "ablation" not in p.name
 )
 
 

@@ -79,7 +79,7 @@ class TextModel:
     def _decode(self, z: Tensor | None, count: int, settings: DecodeSettings, seed: int) -> list[str]:
         generator = torch.Generator().manual_seed(seed)
         ids = decode(self.model.decoder, z, count, self.vocab.bos_id, self.vocab.eos_id, settings, generator)
-        return [" ".join(self.vocab.decode(row)) for row in ids]
+        return [self.vocab.detokenize(row) for row in ids]
 
     def generate(self, z: Tensor | None, seed: int = 0, **settings) -> list[str]:
         """Decode one sentence per row of z (N, D); ``settings`` are DecodeSettings fields."""

@@ -50,9 +50,23 @@ class DataConfig:
     lowercase: bool = False
     cache_dir: str | None = None  # Hugging Face datasets cache; None = its default
     vocab_file: str | None = None  # one word per line, used instead of building from train (He et al.'s Yahoo)
+    tokenizer: Literal["word", "sentencepiece"] = "word"  # sentencepiece: subwords trained on the train split
+    subword_model: Literal["unigram", "bpe"] = "unigram"  # sentencepiece's model type
+    subword_vocab_size: int = 8000  # pieces incl. the 4 specials (an upper bound on small corpora)
 
     def __post_init__(self):
-        _check_ranges(self, dict.fromkeys(("max_vocab_size", "min_freq", "max_len"), _AT_LEAST_ONE))
+        counts = ("max_vocab_size", "min_freq", "max_len", "subword_vocab_size")
+        _check_ranges(self, dict.fromkeys(counts, _AT_LEAST_ONE))
+        if self.tokenizer == "sentencepiece":
+            for key in ("vocab_file", "max_vocab_size"):
+                if getattr(self, key) is not None:
+                    raise TextVAEError(
+                        f"[data].{key} is for word vocabularies; with sentencepiece set subword_vocab_size"
+                    )
+            if self.min_freq != 1:
+                raise TextVAEError(
+                    "[data].min_freq is for word vocabularies; with sentencepiece set subword_vocab_size"
+                )
 
 
 @dataclass(frozen=True)

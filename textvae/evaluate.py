@@ -82,9 +82,24 @@ def evaluate(model, split: EncodedSplit, pad_id: int, settings: EvalSettings = E
     else:
         result = _evaluate_lm(model, split, batches, pad_id, bar)
     bar.close()
+    _add_per_word_perplexity(result.metrics, int(split.words_per_sentence[chosen].sum()) + len(chosen))
     result.metrics["eval_seconds"] = time.perf_counter() - started
     result.metrics["split"] = split.name
     return result
+
+
+def _add_per_word_perplexity(result: dict, num_words: int) -> None:
+    """PPL per word: exp(Σ NLL / Σ (words + EOS)), beside the PPL per token (exp(Σ NLL / Σ (tokens + EOS))).
+
+    The two are equal for a word vocabulary; with subwords the per-token PPL is per piece and the
+    per-word one is the number comparable across tokenizations (same NLL, the corpus's word count)."""
+    n = result["num_sentences"]
+    result["num_words"] = num_words
+    if result["kind"] == "lm":
+        result["ppl_word"] = metrics.perplexity(result["nll"] * n, num_words)
+    else:
+        result["ppl_iw_word"] = metrics.perplexity(result["iw_nll"] * n, num_words)
+        result["ppl_elbo_word"] = metrics.perplexity(-result["elbo"] * n, num_words)
 
 
 def _evaluate_lm(model, split, batches, pad_id, bar) -> EvalResult:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from textvae.config import DataConfig
-from textvae.data.vocab import Vocab
+from textvae.data.vocab import Vocab, train_sentencepiece
 from textvae.errors import TextVAEError
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,7 @@ class EncodedSplit:
     lengths: np.ndarray  # (N,) tokens per sentence incl. BOS and EOS
     num_truncated: int  # sentences cut to max_len
     num_blank: int  # blank lines skipped
+    word_counts: np.ndarray | None = None  # (N,) whitespace words per sentence (after max_len); None = lengths − 2
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -175,8 +176,13 @@ class EncodedSplit:
 
     @property
     def num_words(self) -> int:
-        """Target tokens: words + EOS per sentence (the papers' PPL denominator)."""
-        return int(self.lengths.sum() - len(self.lengths))
+        """Words + EOS per sentence, summed (the papers' per-word PPL denominator); for a word
+        vocabulary also the number of target tokens, for subwords fewer."""
+        return int(self.words_per_sentence.sum() + len(self.lengths))
+
+    @property
+    def words_per_sentence(self) -> np.ndarray:
+        return self.lengths - 2 if self.word_counts is None else self.word_counts
 
 
 def encode_split(cfg: DataConfig, split: str, vocab: Vocab, text_dataset=None) -> EncodedSplit:
@@ -186,16 +192,18 @@ def encode_split(cfg: DataConfig, split: str, vocab: Vocab, text_dataset=None) -
     bos, eos = vocab.bos_id, vocab.eos_id
 
     def encode(batch):
-        ids, lengths, truncated = [], [], []
+        ids, lengths, truncated, word_counts = [], [], [], []
         for line in batch["text"]:
             words = line_tokens(line, lowercase)
             if not words:
                 continue
             truncated.append(max_len is not None and len(words) > max_len)
-            words = words if max_len is None else words[:max_len]
-            ids.append([bos, *vocab.encode(words), eos])
-            lengths.append(len(words) + 2)
-        return {"ids": ids, "length": lengths, "truncated": truncated}
+            words = words if max_len is None else words[:max_len]  # max_len counts words, also with subwords
+            pieces = vocab.encode(words)
+            ids.append([bos, *pieces, eos])
+            lengths.append(len(pieces) + 2)
+            word_counts.append(len(words))
+        return {"ids": ids, "length": lengths, "truncated": truncated, "words": word_counts}
 
     total = len(text_dataset)
     encoded = text_dataset.map(encode, batched=True, remove_columns=text_dataset.column_names)
@@ -203,7 +211,8 @@ def encode_split(cfg: DataConfig, split: str, vocab: Vocab, text_dataset=None) -
         raise TextVAEError(f"dataset {cfg.dataset!r} split {split!r} has no non-blank line")
     lengths = np.asarray(encoded["length"], dtype=np.int64)
     num_truncated = int(np.sum(encoded["truncated"]))
-    split_data = EncodedSplit(split, encoded, lengths, num_truncated, total - len(encoded))
+    word_counts = np.asarray(encoded["words"], dtype=np.int64)
+    split_data = EncodedSplit(split, encoded, lengths, num_truncated, total - len(encoded), word_counts)
     if num_truncated:
         log.info("%s: %d of %d sentences truncated to max_len=%s", split, num_truncated, len(encoded), max_len)
     return split_data
@@ -219,10 +228,27 @@ def build_vocab(cfg: DataConfig, train_text=None) -> Vocab:
         counts = Counter({word: len(words) - rank for rank, word in enumerate(words)})  # keep the file's order
         return Vocab.build(counts, max_size=cfg.max_vocab_size)
     train_text = load_text(cfg, "train") if train_text is None else train_text
+    if cfg.tokenizer == "sentencepiece":
+        return _train_subwords(cfg, train_text)
     counts = count_words(train_text, cfg.lowercase)
     if not counts:
         raise TextVAEError(f"dataset {cfg.dataset!r}: the training split has no words")
     return Vocab.build(counts, max_size=cfg.max_vocab_size, min_freq=cfg.min_freq)
+
+
+def _train_subwords(cfg: DataConfig, train_text) -> Vocab:
+    """Sentencepiece on the training split's words (labels dropped, lowercased if asked, cut to max_len)."""
+
+    def lines():
+        for chunk in train_text.iter(batch_size=10_000):
+            for line in chunk["text"]:
+                words = line_tokens(line, cfg.lowercase)
+                if words:
+                    yield " ".join(words if cfg.max_len is None else words[: cfg.max_len])
+
+    vocab = train_sentencepiece(lines(), cfg.subword_model, cfg.subword_vocab_size)
+    log.info("sentencepiece %s: %d pieces (asked for %d)", cfg.subword_model, len(vocab), cfg.subword_vocab_size)
+    return vocab
 
 
 def sentence_tokens(cfg: DataConfig, sentence: str) -> list[str]:
