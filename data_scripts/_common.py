@@ -30,6 +30,7 @@ SPLITS = ("train", "valid", "test")
 CARD_NAME = "datacard.json"
 DOWNLOAD_TIMEOUT_S = 60
 PERCENTILES = (50, 90, 95, 99)
+LENGTH_NOTE = "length: tokens per line, a label not counted; mean, min, nearest-rank percentiles p50-p99, max"
 
 
 class PrepareError(Exception):
@@ -495,8 +496,13 @@ def log_card(log: logging.Logger, card: dict, out: Path) -> None:
         s = card["splits"][split]
         log.info(
             "%s: %d lines, %d tokens, %d types, mean length %.1f, sha256 %s",
-            s["file"], s["lines"], s["tokens"], s["types"], s["length"]["mean"], s["sha256"],
-        )  # fmt: skip
+            s["file"],
+            s["lines"],
+            s["tokens"],
+            s["types"],
+            s["length"]["mean"],
+            s["sha256"],
+        )
     checked = "checksums verified" if card["verified"] else "checksums not (all) verified: see the card"
     split = "published split" if card["split"]["published"] else "RE-SPLIT, not the published split"
     log.info("wrote %s (%s; %s)", out, split, checked)
@@ -577,7 +583,9 @@ def prepare_yang(
     if len(set(labelled.values())) > 1:
         with_label = [corpus.source_names[s] for s in needed if labelled[s]]
         without = [corpus.source_names[s] for s in needed if not labelled[s]]
-        raise PrepareError(f"{', '.join(with_label)} carry a label<TAB> prefix but {', '.join(without)} do not")
+        raise PrepareError(
+            f"label<TAB> prefixes in {', '.join(with_label)} but not in {', '.join(without)} (all files or none)"
+        )
 
     if resplit is not None:
         pool = [doc for split in needed for doc in docs[split]]
@@ -607,6 +615,7 @@ def prepare_yang(
             else "no label<TAB> prefix in the files",
         },
         "max_len": max_len,
+        "length_note": LENGTH_NOTE,
         "splits": cards,
         "vocab_file": None
         if vocab is None

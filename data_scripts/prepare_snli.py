@@ -45,6 +45,7 @@ from pathlib import Path
 
 from _common import (
     CARD_NAME,
+    LENGTH_NOTE,
     PUBLISHED_SPLIT,
     SPLITS,
     Document,
@@ -226,6 +227,7 @@ def prepare(out: Path, *, source: Path | None, url: str, verify: bool, lowercase
         "tokenization": "leaves of sentence1_binary_parse / sentence2_binary_parse (the corpus's Stanford tokens), "
         "-LRB- -RRB- -LSB- -RSB- -LCB- -RCB- written as brackets" + (", lowercased" if lowercase else ""),
         "lowercase": lowercase,
+        "length_note": LENGTH_NOTE,
         "splits": cards,
         "vocab_size": len(train_types),
         "vocab_size_note": "word types of the written train file (no unk token in this corpus)",

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from _common import (
     CARD_NAME,
+    LENGTH_NOTE,
     PUBLISHED_SPLIT,
     SPLITS,
     Document,
@@ -139,6 +140,7 @@ def prepare(out: Path, *, source: Path | None, url: str, verify: bool, resplit: 
             "textvae drops it when reading",
         },
         "max_len": max_len,
+        "length_note": LENGTH_NOTE,
         "splits": cards,
         "vocab_size": len(train_types),
         "vocab_size_note": "word types of the written train file (the format has no unk token)",

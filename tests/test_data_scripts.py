@@ -568,7 +568,7 @@ BAD_INPUT = [  # id, script, files changed (None: removed), arguments, message
         "yahoo",
         {"yahoo.valid.txt": "1\twhy is the cat blue ?\n"},
         [],
-        "yahoo.valid.txt carry a label<TAB> prefix but yahoo.train.txt, yahoo.test.txt do not",
+        "label<TAB> prefixes in yahoo.valid.txt but not in yahoo.train.txt, yahoo.test.txt (all files or none)",
     ),
     (
         "yahoo-too-long",
