@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -211,3 +212,37 @@ def test_a_killed_ablation_resumes_mid_variant_to_the_uninterrupted_rows(tmp_pat
         return [{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in rows]
 
     assert numbers(tmp_path / "out") == numbers(tmp_path / "reference")
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    return [int(c) for c in open(path).read().split()] if os.path.exists(path) else []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc to list child processes")
+def test_killing_a_parallel_ablation_stops_its_workers_too(tmp_path, corpus):
+    """``ablate --jobs 2`` killed with SIGKILL: its worker processes end within seconds instead of
+    training on, unseen, into the run directories."""
+    path = _write_ablation(tmp_path, corpus)
+    args = [sys.executable, "-m", "textvae", "ablate", str(path), "--out", str(tmp_path / "out"), "--jobs", "2"]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and not list((tmp_path / "out").glob("*/seed*/metrics.jsonl")):
+        time.sleep(0.05)
+    workers = _children(process.pid)
+    assert workers, "the ablation started no worker process"
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{w}") and _alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{w}") and _alive(w) for w in workers)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

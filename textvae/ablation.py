@@ -134,6 +134,22 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
     }
 
 
+def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Worker initializer: end this worker when the ablation process that started it is gone.
+
+    A killed ``textvae ablate`` (SIGTERM, SIGKILL) cannot stop its workers itself; without this they
+    would go on training, unseen, into the same run directories as the next ``ablate``. The row a
+    worker was training resumes from its last checkpoint, as after any kill."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _run_and_save(variant: Variant, seed: int, run_dir: Path, threads: int | None) -> dict[str, Any]:
     try:
         row = run_variant(variant, seed, run_dir, threads)
@@ -219,7 +235,12 @@ def run_ablation(
         # the variants with a non-standard strategy (aggressive training) cost the most: start them first
         todo.sort(key=lambda item: item[0].recipe.strategy.get("type", "standard") == "standard")
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = [pool.submit(_run_and_save, v, s, d, threads) for v, s, d in todo]
             for future in as_completed(futures):
                 record(future.result())
