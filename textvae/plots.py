@@ -41,23 +41,28 @@ def plot_ablation(out_dir: Path, rows: Sequence[dict], slugs: dict[str, str]) ->
     if not names:
         return
     latent = [n for n in names if any(r.get("kl_per_dim") for r in finished if r["variant"] == n)]
-    figure, (kl_axes, mi_axes) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for name in latent:  # a language model has neither KL nor MI to show
+    legend_rows = (len(latent) + 2) // 3
+    figure, (kl_axes, mi_axes) = plt.subplots(1, 2, figsize=(12, 4.2 + 0.25 * legend_rows))
+    palette = plt.get_cmap("tab20").colors  # 20 distinct colours; beyond that the line style changes too
+    for index, name in enumerate(latent):  # a language model has neither KL nor MI to show
+        style = {"color": palette[index % 20], "linestyle": "-" if index < 20 else "--"}
         seed = min(r["seed"] for r in finished if r["variant"] == name)
         records = _read_metrics(out_dir / slugs[name] / f"seed{seed}" / "metrics.jsonl")
         train = [r for r in records if r["event"] == "train"]
         valid = [r for r in records if r["event"] == "valid" and "mi" in r]
         if train:
-            kl_axes.plot([r["step"] for r in train], [r["kl"] for r in train], label=name)
+            kl_axes.plot([r["step"] for r in train], [r["kl"] for r in train], label=name, **style)
         if valid:
-            mi_axes.plot([r["step"] for r in valid], [r["mi"] for r in valid], marker="o", label=name)
-    kl_axes.set(xlabel="step", ylabel="KL (nats, training batches)", title="KL over training")
+            mi_axes.plot([r["step"] for r in valid], [r["mi"] for r in valid], marker="o", **style)
+    kl_axes.set_yscale("symlog", linthresh=0.1)  # collapsed rows (KL < 0.1) and large KLs both readable
+    kl_axes.set(xlabel="step", ylabel="KL (nats, training batches; log above 0.1)", title="KL over training")
     mi_axes.set(xlabel="step", ylabel="I(x; z) (nats, validation)", title="mutual information over training")
     for axes in (kl_axes, mi_axes):
         axes.grid(alpha=0.3)
-    if kl_axes.get_legend_handles_labels()[0]:
-        kl_axes.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
+    handles, labels = kl_axes.get_legend_handles_labels()
+    if handles:  # one legend for both panels, under them
+        figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.02 + 0.04 * legend_rows, 1, 1))  # room for the legend
     figure.savefig(out_dir / "training_curves.png", dpi=110)
     plt.close(figure)
 
