@@ -633,6 +633,18 @@ def prepare_yang(
     return card
 
 
+def run_prepare(prog: str, out: Path, prepare_call) -> int:
+    """Run ``prepare_call()`` (which writes ``out``): a PrepareError is one line on stderr and exit 2,
+    success logs the data card and returns 0."""
+    try:
+        card = prepare_call()
+    except PrepareError as err:
+        sys.stderr.write(f"{prog}: error: {err}\n")
+        return 2
+    log_card(logging.getLogger(prog), card, out)
+    return 0
+
+
 def card_bytes(card: dict) -> bytes:
     return (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -651,12 +663,10 @@ def yang_main(
     args = parser.parse_args(argv)
     plan = resplit_from_args(parser, args)
     setup_logging(args.verbose)
-    try:
-        card = prepare_yang(
+    return run_prepare(
+        prog,
+        args.out,
+        lambda: prepare_yang(
             args.out, corpus, source=args.source, url=args.url, verify=args.verify, resplit=plan, max_len=args.max_len
-        )
-    except PrepareError as err:
-        sys.stderr.write(f"{prog}: error: {err}\n")
-        return 2
-    log_card(logging.getLogger(prog), card, args.out)
-    return 0
+        ),
+    )

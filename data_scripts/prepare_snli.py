@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import sys
 import zipfile
 from pathlib import Path
@@ -57,8 +56,8 @@ from _common import (
     check_out_is_not_source,
     decode_utf8,
     download,
-    log_card,
     read_file,
+    run_prepare,
     setup_logging,
     sha256_hex,
     source_entry,
@@ -76,8 +75,6 @@ SOURCE_SPLIT = {"train": "train", "valid": "dev", "test": "test"}  # output spli
 FIELDS = ("sentence1_binary_parse", "sentence2_binary_parse")  # premise, hypothesis
 BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
 OUT_NAMES = {split: f"{split}.txt" for split in SPLITS}
-
-log = logging.getLogger(PROG)
 
 
 def member_name(split: str, fmt: str) -> str:
@@ -250,13 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lowercase", action="store_true", help="lowercase every token")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        card = prepare(args.out, source=args.source, url=args.url, verify=args.verify, lowercase=args.lowercase)
-    except PrepareError as err:
-        sys.stderr.write(f"{PROG}: error: {err}\n")
-        return 2
-    log_card(log, card, args.out)
-    return 0
+    return run_prepare(
+        PROG,
+        args.out,
+        lambda: prepare(args.out, source=args.source, url=args.url, verify=args.verify, lowercase=args.lowercase),
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ whose terms allow non-commercial academic use only; no open licence covers the d
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -56,11 +55,11 @@ from _common import (
     check_source_dir,
     decode_utf8,
     fetch,
-    log_card,
     positive_int,
     read_documents,
     resplit_card,
     resplit_from_args,
+    run_prepare,
     setup_logging,
     source_entry,
     splits_card,
@@ -83,8 +82,6 @@ KNOWN_SHA256 = {  # ../shared/data/SHA256SUMS
 }
 SHA256_REFERENCE = "the copy staged for this project (shared/data/SHA256SUMS; language-style-transfer @ f078a9d)"
 OUT_NAMES = {split: f"{split}.txt" for split in SPLITS}
-
-log = logging.getLogger(PROG)
 
 
 def source_name(split: str, label: str) -> str:
@@ -165,15 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = resplit_from_args(parser, args)
     setup_logging(args.verbose)
-    try:
-        card = prepare(
+    return run_prepare(
+        PROG,
+        args.out,
+        lambda: prepare(
             args.out, source=args.source, url=args.url, verify=args.verify, resplit=plan, max_len=args.max_len
-        )
-    except PrepareError as err:
-        sys.stderr.write(f"{PROG}: error: {err}\n")
-        return 2
-    log_card(log, card, args.out)
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -66,16 +66,14 @@ def test_custom_dilations_and_bad_settings():
         _cnn(dilations=[1], kernel_size=1)
 
 
-def _uncached_greedy(decoder, z, bos_id, eos_id, max_len):
+def _uncached_greedy(decoder, z, batch_size, max_len):
     """Greedy decoding that recomputes the whole prefix with the full forward pass at every token."""
-    prefix = torch.full((z.shape[0] if z is not None else 1, 1), bos_id, dtype=torch.long)
-    logits_per_step = []
+    prefix = torch.full((batch_size, 1), VOCAB.bos_id, dtype=torch.long)
     for _ in range(max_len):
         logits = decoder.logits(decoder(prefix, z)[:, -1])  # (B, V)
-        logits_per_step.append(logits)
         prefix = torch.cat([prefix, logits.argmax(-1, keepdim=True)], dim=1)
     ids = prefix[:, 1:].tolist()
-    return [row[: row.index(eos_id)] if eos_id in row else row for row in ids], logits_per_step
+    return [row[: row.index(VOCAB.eos_id)] if VOCAB.eos_id in row else row for row in ids]
 
 
 def _cached_logits(decoder, z, bos_id, max_len, tokens_to_feed):
@@ -108,11 +106,7 @@ def test_cached_generation_equals_recomputing_the_prefix(name, model_type):
     z = torch.randn(4, 3, generator=torch.Generator().manual_seed(3)) if model_type == "vae" else None
     batch = 4
     max_len = 30
-    uncached, _ = (
-        _uncached_greedy(decoder, z if z is not None else None, VOCAB.bos_id, VOCAB.eos_id, max_len)
-        if z is not None
-        else _uncached_greedy_lm(decoder, batch, max_len)
-    )
+    uncached = _uncached_greedy(decoder, z, batch, max_len)
     cached = decode(decoder, z, batch, VOCAB.bos_id, VOCAB.eos_id, DecodeSettings(max_len=max_len))
     assert cached == uncached
     # and step by step, fed the same tokens, the logits agree to float precision
@@ -123,15 +117,6 @@ def test_cached_generation_equals_recomputing_the_prefix(name, model_type):
         full = decoder.logits(decoder(inputs, z))  # (B, T, V)
     for t, logits in enumerate(step_logits):
         torch.testing.assert_close(logits, full[:, t], rtol=1e-5, atol=1e-5)
-
-
-def _uncached_greedy_lm(decoder, batch, max_len):
-    prefix = torch.full((batch, 1), VOCAB.bos_id, dtype=torch.long)
-    for _ in range(max_len):
-        logits = decoder.logits(decoder(prefix, None)[:, -1])
-        prefix = torch.cat([prefix, logits.argmax(-1, keepdim=True)], dim=1)
-    ids = prefix[:, 1:].tolist()
-    return [row[: row.index(VOCAB.eos_id)] if VOCAB.eos_id in row else row for row in ids], None
 
 
 class Recomputing:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textvae.errors import TextVAEError
-from textvae.models.init import uniform_init
+from textvae.models.init import reinitialize, uniform_init
 from textvae.registry import register
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,7 @@ class DilatedCNNDecoder(nn.Module):
 
     def reinitialize(self) -> None:
         """Draw fresh weights, as at construction (Li et al. 2019 reset the decoder after pretraining)."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        uniform_init(self, *self.init_ranges)
+        reinitialize(self, *self.init_ranges)
 
     def _inputs(self, tokens: Tensor, z: Tensor | None) -> Tensor:
         """(B, T) tokens → (B, C, T) projected [embedding; z]."""

@@ -14,3 +14,12 @@ def uniform_init(module: nn.Module, weight_range: float | None, embed_range: flo
         elif weight_range is not None:
             for param in sub.parameters(recurse=False):
                 nn.init.uniform_(param, -weight_range, weight_range)
+
+
+def reinitialize(module: nn.Module, weight_range: float | None, embed_range: float | None) -> None:
+    """Fresh weights for every submodule, as at construction: PyTorch's reset, then ``uniform_init``
+    (Li et al. 2019 reset the decoder after pretraining)."""
+    for sub in module.modules():
+        if sub is not module and hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+    uniform_init(module, weight_range, embed_range)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from textvae.models.init import uniform_init
+from textvae.models.init import reinitialize, uniform_init
 from textvae.registry import register
 
 State = tuple[Tensor, Tensor]  # (h, c), each (layers, B, H)
@@ -51,10 +51,7 @@ class LSTMDecoder(nn.Module):
 
     def reinitialize(self) -> None:
         """Draw fresh weights, as at construction (Li et al. 2019 reset the decoder after pretraining)."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        uniform_init(self, *self.init_ranges)
+        reinitialize(self, *self.init_ranges)
 
     def initial_state(self, z: Tensor | None, batch_size: int) -> State | None:
         """c0 = W z, h0 = tanh(c0) per layer, or None (zeros) when z does not set the state."""
