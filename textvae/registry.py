@@ -177,6 +177,7 @@ def check_value(value: Any, annotation: Any, where: str) -> Any:
 
 def _import_builtin_components() -> None:
     """Import the modules that register textvae's own components (an explicit list, no scanning)."""
+    import textvae.image.models
     import textvae.models.cnn_decoder
     import textvae.models.encoders
     import textvae.models.lm
