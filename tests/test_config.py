@@ -5,10 +5,10 @@ from textvae.config import load_recipe
 from textvae.errors import TextVAEError
 from textvae.models import build_model
 
-RECIPES = sorted(
+RECIPES = sorted(  # the text recipes; recipes/image/ is checked by tests/test_image_framework.py
     p
     for p in (REPO / "recipes").rglob("*.toml")
-    if "_base" not in p.parts and p.name != "base.toml" and "ablation" not in p.name
+    if "_base" not in p.parts and "image" not in p.parts and p.name != "base.toml" and "ablation" not in p.name
 )
 
 

@@ -74,3 +74,23 @@ def test_language_model_has_no_latent(tiny_lm, batch):
     assert out.posterior is None and out.z is None
     assert out.rec.shape == (3,)
     assert tiny_lm.log_likelihood(batch).shape == (3,)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_lstm_encoder_summary_is_the_state_at_the_last_real_token(num_layers):
+    """The unpacked fast path gives the packed pass's final state: padding never reaches the summary."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from textvae.models.encoders import LSTMEncoder
+
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(20, 4, 0, embed_dim=5, hidden_dim=6, num_layers=num_layers, weight_init_range=0.5).eval()
+    lengths = torch.tensor([7, 4, 2])
+    tokens = torch.randint(1, 20, (3, 7))
+    tokens[torch.arange(7).unsqueeze(0) >= lengths.unsqueeze(1)] = 0  # pad after each sentence
+    _, summary = encoder(tokens, lengths)
+    packed = pack_padded_sequence(encoder.embedding(tokens), lengths, batch_first=True, enforce_sorted=False)
+    _, (h_n, _) = encoder.lstm(packed)  # (layers, B, H)
+    torch.testing.assert_close(summary, h_n[-1])
+    longer = torch.cat([tokens, torch.randint(1, 20, (3, 2))], dim=1)  # different tokens after the end
+    torch.testing.assert_close(encoder(longer, lengths)[1], summary)

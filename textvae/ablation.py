@@ -1,5 +1,8 @@
 """The ablation runner: a list of variants over one base recipe, trained, evaluated, tabulated, plotted.
 
+Variants may be text or image recipes (``textvae.image.config``): an image row reports IW-NLL in
+nats and bits/dim, ELBO, KL, AU, MI, reconstruction error and codebook perplexity, as its model allows.
+
 An ablation file (TOML) names a ``base`` recipe and lists ``[[variants]]``. A variant has a
 ``name``, optionally its own ``recipe`` file instead of the base, optionally the published
 numbers it reproduces (``paper = {iw_nll = ..., kl = ...}``), and any recipe tables (``model``,
@@ -30,12 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from textvae.checkpoint import atomic_write_text
-from textvae.config import Recipe, apply_override, deep_merge, read_recipe_tables, read_toml, recipe_from_dict
+from textvae.config import Recipe, apply_override, deep_merge, read_recipe_tables, read_toml
 from textvae.errors import TextVAEError
+from textvae.image.config import ImageRecipe, any_recipe_from_dict
 
 log = logging.getLogger(__name__)
 
 ROW_METRICS = ["iw_nll", "ppl_iw", "elbo", "rec", "kl", "mi_batch", "mi_full", "au", "nll", "ppl"]
+IMAGE_ROW_METRICS = ["bits_per_dim", "recon_mse", "recon_bce", "codebook_perplexity"]  # image rows only
+ROW_METRICS += IMAGE_ROW_METRICS
 _VARIANT_KEYS = {"name", "recipe", "paper", "description"}
 _TOP_KEYS = {"base", "description", "seeds", "variants"}
 
@@ -44,7 +50,7 @@ _TOP_KEYS = {"base", "description", "seeds", "variants"}
 class Variant:
     name: str
     slug: str  # its directory name
-    recipe: Recipe
+    recipe: Recipe | ImageRecipe
     paper: dict[str, float] = field(default_factory=dict)
 
 
@@ -79,7 +85,7 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[list[Var
         deep_merge(raw, delta)
         for assignment in overrides:
             apply_override(raw, assignment)
-        recipe = recipe_from_dict(raw, source=f"{where} ({name})")
+        recipe = any_recipe_from_dict(raw, source=f"{where} ({name})")
         paper = raw_variant.get("paper", {})
         if not isinstance(paper, dict) or not all(isinstance(v, int | float) for v in paper.values()):
             raise TextVAEError(f"{where} ({name}): 'paper' must be a table of numbers")
@@ -91,11 +97,38 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[list[Var
     return variants, seeds
 
 
-def _with_seed(recipe: Recipe, seed: int) -> Recipe:
+def _with_seed(recipe: Recipe | ImageRecipe, seed: int) -> Recipe | ImageRecipe:
     raw = recipe.to_dict()
     raw["train"]["seed"] = seed
     raw["eval"]["seed"] = seed
-    return recipe_from_dict(raw, source=recipe.source)
+    return any_recipe_from_dict(raw, source=recipe.source)
+
+
+def _run_image_variant(variant: Variant, recipe: ImageRecipe, seed: int, run_dir: Path) -> dict[str, Any]:
+    """Train (or resume) and evaluate one image (variant, seed); its eval JSON and figures stay in ``run_dir``."""
+    from textvae.image.evaluate import evaluate_image_run
+    from textvae.image.train import load_image_checkpoint, train_image
+    from textvae.train import has_checkpoint
+
+    started = time.perf_counter()
+    summary = train_image(recipe, run_dir, resume=has_checkpoint(run_dir))
+    train_seconds = time.perf_counter() - started
+    best = run_dir / "best.pt"
+    cfg = recipe.eval
+    result, _ = evaluate_image_run(
+        load_image_checkpoint(best), best, cfg, run_dir / f"eval_{cfg.split}.json", progress_bar=False
+    )
+    keys = (*ROW_METRICS, "kl_per_dim", "num_examples", "iw_samples", "codes_used", "terms")
+    return {
+        "variant": variant.name,
+        "seed": seed,
+        **{k: result[k] for k in keys if k in result},
+        "split": cfg.split,
+        "train_steps": summary.progress.step,
+        "train_seconds": train_seconds,
+        "eval_seconds": result["eval_seconds"],
+        "paper": variant.paper,
+    }
 
 
 def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None) -> dict[str, Any]:
@@ -110,6 +143,8 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
     if threads is not None:
         torch.set_num_threads(threads)
     recipe = _with_seed(variant.recipe, seed)
+    if isinstance(recipe, ImageRecipe):
+        return _run_image_variant(variant, recipe, seed, run_dir)
     started = time.perf_counter()
     summary = train(recipe, run_dir, resume=has_checkpoint(run_dir))
     train_seconds = time.perf_counter() - started
@@ -233,7 +268,7 @@ def run_ablation(
             record(_run_and_save(variant, seed, run_dir, None))
     else:
         # the variants with a non-standard strategy (aggressive training) cost the most: start them first
-        todo.sort(key=lambda item: item[0].recipe.strategy.get("type", "standard") == "standard")
+        todo.sort(key=lambda item: getattr(item[0].recipe, "strategy", {}).get("type", "standard") == "standard")
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(
             max_workers=jobs,
@@ -276,6 +311,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 _MD_COLUMNS = [
     ("iw_nll", "IW-NLL", 2),
+    ("bits_per_dim", "bits/dim", 4),
     ("nll", "NLL (LM)", 2),
     ("ppl_iw", "PPL(IW)", 2),
     ("ppl", "PPL (LM)", 2),
@@ -285,6 +321,9 @@ _MD_COLUMNS = [
     ("mi_batch", "MI(batch)", 3),
     ("mi_full", "MI(full)", 3),
     ("au", "AU", 1),
+    ("recon_mse", "Rec MSE", 4),
+    ("recon_bce", "Rec BCE", 2),
+    ("codebook_perplexity", "Codebook PPL", 1),
     ("train_seconds", "train s", 0),
 ]
 
@@ -315,7 +354,8 @@ def results_markdown(summary: list[dict[str, Any]]) -> str:
 
 
 def results_csv(summary: list[dict[str, Any]]) -> str:
-    keys = [key for key, _, _ in _MD_COLUMNS]
+    # the image columns only when a row has them: a text ablation's CSV keeps its columns
+    keys = [k for k, _, _ in _MD_COLUMNS if k not in IMAGE_ROW_METRICS or any(k in line for line in summary)]
     lines = [",".join(["variant", "seeds", "failed", *(f"{k}_mean,{k}_std" for k in keys)])]
     for line in summary:
         cells = [json.dumps(line["variant"]), str(line["seeds"]), str(line["failed"])]

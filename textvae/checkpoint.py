@@ -180,18 +180,24 @@ class LoadedCheckpoint:
     payload: dict[str, Any]
 
 
-def load_checkpoint(path: Path) -> LoadedCheckpoint:
-    """Rebuild the model from the checkpoint's own config and vocab and load its weights strictly.
-
-    A damaged file is an error here, never silently replaced by an older one: the error names the
-    ``.prev`` copy training kept, if there is one, so the user can evaluate that one on purpose."""
+def read_checkpoint_strict(path: Path) -> dict[str, Any]:
+    """``read_checkpoint`` for evaluation and loading: a damaged file is an error, never silently
+    replaced by an older one; the error names the ``.prev`` copy training kept, if there is one."""
     try:
-        payload = read_checkpoint(path)
+        return read_checkpoint(path)
     except TextVAEError as err:
         previous = previous_path(path)
         if previous.is_file():
             raise TextVAEError(f"{err}; the previous checkpoint is {previous}") from None
         raise
+
+
+def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Rebuild the model from the checkpoint's own config and vocab and load its weights strictly.
+
+    A damaged file is an error here, never silently replaced by an older one: the error names the
+    ``.prev`` copy training kept, if there is one, so the user can evaluate that one on purpose."""
+    payload = read_checkpoint_strict(path)
     try:
         recipe = recipe_from_dict(json.loads(payload["config"]), source=f"{path} (config)")
         vocab = Vocab.from_json(payload["vocab"])

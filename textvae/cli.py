@@ -1,4 +1,4 @@
-"""The command line: ``textvae train | eval | sample | reconstruct | interpolate | ablate | report``.
+"""The command line: ``textvae train | eval | sample | reconstruct | interpolate | ablate | report | bench``.
 
 Every user error is reported as one line on stderr (``textvae: error: ...``) with exit status 2.
 """
@@ -101,17 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--iw-samples", type=_positive_int, default=None, help="K importance samples")
     evaluate.add_argument("--iw-chunk-size", type=_positive_int, default=None)
     evaluate.add_argument("--batch-size", type=_positive_int, default=None)
-    evaluate.add_argument("--max-sentences", type=_positive_int, default=None, help="seeded subset")
+    evaluate.add_argument(
+        "--max-sentences",
+        "--max-examples",
+        dest="max_sentences",
+        type=_positive_int,
+        default=None,
+        help="seeded subset",
+    )
     evaluate.add_argument("--seed", type=_non_negative_int, default=None)
     evaluate.add_argument("--data-root", default=None, help="where the corpus files are, if moved")
     evaluate.add_argument("--json", type=Path, default=None, help="results file (default RUN/eval_SPLIT.json)")
     evaluate.add_argument("--plot", type=Path, default=None, help="KL-per-dimension PNG (default beside --json)")
     evaluate.add_argument("--dump-posterior", type=Path, default=None, help="write mean and logvar (N, D) .npz")
+    evaluate.add_argument("--generation", action="store_true", help="add BLEU(rec), self-BLEU, distinct-1/2")
+    evaluate.add_argument("--num-samples", type=_positive_int, default=500, help="--generation: prior samples")
+    evaluate.add_argument("--sample-strategy", choices=["greedy", "sample"], default="greedy", help="--generation")
     evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
     sample = commands.add_parser("sample", help="sentences from the prior")
     sample.add_argument("run", type=Path)
     sample.add_argument("-n", "--num", type=_positive_int, default=10)
+    sample.add_argument("--out", type=Path, default=None, help="image runs: the PNG grid to write")
     _add_decode_options(sample)
 
     reconstruct = commands.add_parser("reconstruct", help="encode and decode sentences")
@@ -137,23 +148,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="re-render an ablation directory, or tabulate eval results")
     report.add_argument("results", type=Path, nargs="+", help="an ablation directory, or eval JSON files")
+    bench = commands.add_parser("bench", help="throughput at this machine's compute limit, beside baselines")
+    bench.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results here")
+    bench.add_argument("--quick", action="store_true", help="fewer rounds, steps and sentences")
+    bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bench.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads")
+    bench.add_argument("--data-root", type=Path, default=None, help="directory with ptb.{train,valid,test}.txt")
+    bench.add_argument("--sizes", choices=["full", "quick", "tiny"], default=None, help=argparse.SUPPRESS)  # tests
     return parser
 
 
-def _cmd_train(args) -> None:
-    from textvae.config import load_recipe
-    from textvae.distributed import is_main_process
-    from textvae.train import train
+def _cmd_bench(args) -> None:
+    from textvae.bench import command
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    summary = train(recipe, args.out, resume=args.resume)
+    command(args)
+
+
+def _cmd_train(args) -> None:
+    from textvae.distributed import is_main_process
+    from textvae.image.config import ImageRecipe, load_any_recipe
+
+    recipe = load_any_recipe(args.recipe, args.overrides)
+    if isinstance(recipe, ImageRecipe):
+        from textvae.image.train import train_image
+
+        summary = train_image(recipe, args.out, resume=args.resume)
+    else:
+        from textvae.train import train
+
+        summary = train(recipe, args.out, resume=args.resume)
     if not is_main_process():  # under torchrun, rank 0 reports
         return
     valid = summary.last_valid
+    no_kl = isinstance(recipe, ImageRecipe) and "kl" not in valid  # autoencoders, VQ models, TD-VAE
+    kl = "" if no_kl else f", KL {valid.get('kl', float('nan')):.3f}"
     sys.stdout.write(
         f"trained {summary.progress.step} steps in {summary.seconds:.0f}s; best valid loss "
         f"{summary.progress.best_valid:.3f} (step {summary.progress.best_step}); "
-        f"last valid loss {valid.get('loss', float('nan')):.3f}, KL {valid.get('kl', float('nan')):.3f}\n"
+        f"last valid loss {valid.get('loss', float('nan')):.3f}{kl}\n"
         f"run directory: {summary.run_dir}\n"
     )
 
@@ -170,12 +202,79 @@ def _output_paths(args, split: str) -> tuple[Path, Path]:
     return json_path, plot_path
 
 
-def _cmd_eval(args) -> None:
+def _is_image_run(path: Path) -> bool:
+    from textvae.image.train import is_image_run
+
+    return is_image_run(path)
+
+
+def _refuse_image_run(path: Path, command: str) -> None:
+    if _is_image_run(path):
+        raise TextVAEError(
+            f"{path}: an image run; `textvae {command}` is for text runs "
+            f"(`textvae eval` writes an image run's reconstructions and interpolations)"
+        )
+
+
+def _write_posterior(path: Path, means, logvars) -> None:
     import io
 
     import numpy as np
 
-    from textvae.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, resolve_checkpoint
+    from textvae.checkpoint import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=means, logvar=logvars)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _cmd_eval_image(args) -> None:
+    from textvae.checkpoint import resolve_checkpoint
+    from textvae.image.evaluate import columns_for, evaluate_image_run
+    from textvae.image.train import load_image_checkpoint
+    from textvae.report import markdown_table
+
+    checkpoint_path = resolve_checkpoint(args.run, args.checkpoint)
+    loaded = load_image_checkpoint(checkpoint_path)
+    options = {
+        "split": args.split,
+        "iw_samples": args.iw_samples,
+        "iw_chunk_size": args.iw_chunk_size,
+        "batch_size": args.batch_size,
+        "max_examples": args.max_sentences,
+        "seed": args.seed,
+    }
+    settings = dataclasses.replace(loaded.recipe.eval, **{k: v for k, v in options.items() if v is not None})
+    if args.dump_posterior is not None and not hasattr(loaded.model, "posterior"):
+        raise TextVAEError(
+            f"--dump-posterior needs a model with a posterior q(z|x); {loaded.recipe.model['type']!r} has none"
+        )
+    json_path, plot_path = _output_paths(args, settings.split)
+    metrics, result = evaluate_image_run(
+        loaded, checkpoint_path, settings, json_path, kl_plot_path=plot_path, data_root=args.data_root
+    )
+    sys.stdout.write(
+        markdown_table([(checkpoint_path.parent.name or str(checkpoint_path), metrics)], columns_for([metrics])) + "\n"
+    )
+    if "iw_nll" in metrics:
+        sys.stdout.write(
+            f"IW-NLL {metrics['iw_nll']:.3f} ± {metrics['iw_nll_se']:.3f} nats (s.e. over images) = "
+            f"{metrics['bits_per_dim']:.4f} bits/dim; ELBO {metrics['elbo']:.3f}; K = {settings.iw_samples}, "
+            f"{metrics['num_examples']} examples of {metrics['num_dims']} dimensions\n"
+        )
+    if args.dump_posterior is not None:
+        _write_posterior(args.dump_posterior, result.means, result.logvars)
+    for figure in metrics["figures"]:
+        sys.stdout.write(f"figure: {figure}\n")
+    sys.stdout.write(f"results: {json_path}\n")
+
+
+def _cmd_eval(args) -> None:
+    if _is_image_run(args.run):
+        _cmd_eval_image(args)
+        return
+
+    from textvae.checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.evaluate import EvalSettings, evaluate
     from textvae.report import markdown_table
@@ -202,6 +301,12 @@ def _cmd_eval(args) -> None:
     metrics = {**result.metrics, "checkpoint": str(checkpoint_path), "config": loaded.recipe.to_dict()}
 
     sys.stdout.write(markdown_table([(checkpoint_path.parent.name or str(checkpoint_path), metrics)]) + "\n")
+    if args.generation:
+        from textvae.generation_metrics import GenerationSettings, evaluate_generation, generation_summary
+
+        generation = GenerationSettings(args.num_samples, args.sample_strategy)
+        metrics |= evaluate_generation(loaded.model, encoded, loaded.vocab, generation, settings)
+        sys.stdout.write(generation_summary(metrics) + "\n")
     if loaded.model.has_latent:
         from textvae.plots import plot_kl_per_dim  # matplotlib: imported only once there is something to plot
 
@@ -214,16 +319,39 @@ def _cmd_eval(args) -> None:
         active = [v >= metrics["au_threshold"] for v in variances]
         plot_kl_per_dim(metrics["kl_per_dim"], plot_path, f"KL per dimension ({split}; AU = {metrics['au']})", active)
         if args.dump_posterior is not None:
-            buffer = io.BytesIO()
-            np.savez(buffer, mean=result.means, logvar=result.logvars)
-            atomic_write_bytes(args.dump_posterior, buffer.getvalue())
+            _write_posterior(args.dump_posterior, result.means, result.logvars)
     atomic_write_text(json_path, json.dumps(metrics, indent=2))
     sys.stdout.write(f"results: {json_path}\n")
+
+
+def _cmd_sample_image(args) -> None:
+    import torch
+
+    from textvae.checkpoint import resolve_checkpoint
+    from textvae.image.figures import save_samples
+    from textvae.image.train import load_image_checkpoint, resolve_image_device
+
+    if args.out is None:
+        raise TextVAEError("an image run's samples are a PNG grid: give --out FILE.png")
+    if not args.out.parent.is_dir() or args.out.is_dir():
+        raise TextVAEError(f"{args.out}: expected a file name in an existing directory")
+    loaded = load_image_checkpoint(resolve_checkpoint(args.run, args.checkpoint))
+    if not hasattr(loaded.model, "sample"):
+        raise TextVAEError(f"image model {loaded.recipe.model['type']!r} has no prior to sample from")
+    device = resolve_image_device(loaded.recipe.train.device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    save_samples(loaded.model.to(device), args.num, generator, args.out)
+    sys.stdout.write(f"samples: {args.out}\n")
 
 
 def _cmd_sample(args) -> None:
     import textvae
 
+    if _is_image_run(args.run):
+        _cmd_sample_image(args)
+        return
+    if args.out is not None:
+        raise TextVAEError("--out writes an image grid, for image runs; text samples are printed")
     model = textvae.load(args.run, args.checkpoint)
     for line in model.sample(args.num, seed=args.seed, **_decode_settings(args)):
         sys.stdout.write(line + "\n")
@@ -244,6 +372,7 @@ def _read_sentences(args) -> list[str]:
 def _cmd_reconstruct(args) -> None:
     import textvae
 
+    _refuse_image_run(args.run, "reconstruct")
     model = textvae.load(args.run, args.checkpoint)
     sentences = _read_sentences(args)
     outputs = model.reconstruct(sentences, use_mean=not args.sample_z, seed=args.seed, **_decode_settings(args))
@@ -256,6 +385,7 @@ def _cmd_interpolate(args) -> None:
 
     if args.steps < 2:
         raise TextVAEError(f"--steps must be ≥ 2, got {args.steps}")
+    _refuse_image_run(args.run, "interpolate")
     model = textvae.load(args.run, args.checkpoint)
     for i, line in enumerate(
         model.interpolate(args.first, args.second, args.steps, args.seed, **_decode_settings(args))
@@ -286,7 +416,7 @@ def _read_json(path: Path):
 
 
 def _cmd_report(args) -> None:
-    from textvae.report import markdown_table
+    from textvae.report import COLUMNS, markdown_table
 
     if len(args.results) == 1 and args.results[0].is_dir():
         from textvae.ablation import results_markdown, summarize, write_results
@@ -303,7 +433,12 @@ def _cmd_report(args) -> None:
         if not isinstance(result, dict) or "kind" not in result:
             raise TextVAEError(f"{path}: not a textvae evaluation results file")
         rows.append((path.parent.name if path.name.startswith("eval_") else path.stem, result))
-    sys.stdout.write(markdown_table(rows) + "\n")
+    columns = COLUMNS
+    if any(result["kind"] == "image" for _, result in rows):
+        from textvae.image.evaluate import IMAGE_COLUMNS
+
+        columns = [*IMAGE_COLUMNS, *(c for c in COLUMNS if c[0] not in {k for k, _, _ in IMAGE_COLUMNS})]
+    sys.stdout.write(markdown_table(rows, columns) + "\n")
 
 
 COMMANDS = {
@@ -314,6 +449,7 @@ COMMANDS = {
     "interpolate": _cmd_interpolate,
     "ablate": _cmd_ablate,
     "report": _cmd_report,
+    "bench": _cmd_bench,
 }
 
 

@@ -39,7 +39,9 @@ class DataConfig:
 
     ``dataset`` names a corpus: ``bible`` (embedded, offline), ``ptb`` (Mikolov files in ``root``)
     or ``files`` (``root/{train,valid,test}.txt``). Lines are whitespace-tokenized; a line
-    ``label<TAB>text`` keeps only the text.
+    ``label<TAB>text`` keeps only the text. The words then become ids through ``tokenizer``: a word
+    vocabulary, sentencepiece subwords, or a pretrained Hugging Face tokenizer (the pieces a
+    pretrained model was trained on, ids unchanged). ``max_len`` always counts words.
     """
 
     dataset: str = "bible"
@@ -50,13 +52,19 @@ class DataConfig:
     lowercase: bool = False
     cache_dir: str | None = None  # Hugging Face datasets cache; None = its default
     vocab_file: str | None = None  # one word per line, used instead of building from train (He et al.'s Yahoo)
-    tokenizer: Literal["word", "sentencepiece"] = "word"  # sentencepiece: subwords trained on the train split
+    # sentencepiece: subwords trained on the train split; pretrained: the tokenizer in pretrained_tokenizer
+    tokenizer: Literal["word", "sentencepiece", "pretrained"] = "word"
     subword_model: Literal["unigram", "bpe"] = "unigram"  # sentencepiece's model type
     subword_vocab_size: int = 8000  # pieces incl. the 4 specials (an upper bound on small corpora)
+    pretrained_tokenizer: str | None = None  # a local Hugging Face tokenizer directory (tokenizer = "pretrained")
 
     def __post_init__(self):
         counts = ("max_vocab_size", "min_freq", "max_len", "subword_vocab_size")
         _check_ranges(self, dict.fromkeys(counts, _AT_LEAST_ONE))
+        if self.tokenizer == "pretrained":
+            self._check_pretrained_tokenizer()
+        elif self.pretrained_tokenizer is not None:
+            raise TextVAEError('pretrained_tokenizer: is read only with tokenizer = "pretrained"')
         if self.tokenizer == "sentencepiece":
             for key in ("vocab_file", "max_vocab_size"):
                 if getattr(self, key) is not None:
@@ -66,6 +74,19 @@ class DataConfig:
             if self.min_freq != 1:
                 raise TextVAEError(
                     "[data].min_freq is for word vocabularies; with sentencepiece set subword_vocab_size"
+                )
+
+    def _check_pretrained_tokenizer(self) -> None:
+        """The vocabulary is the tokenizer's: no key that builds or trains one may be set."""
+        if self.pretrained_tokenizer is None:
+            raise TextVAEError(
+                'pretrained_tokenizer: tokenizer = "pretrained" needs a local Hugging Face tokenizer directory here'
+            )
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for key in ("vocab_file", "max_vocab_size", "min_freq", "subword_model", "subword_vocab_size"):
+            if getattr(self, key) != defaults[key]:
+                raise TextVAEError(
+                    f"{key}: does not apply to tokenizer = 'pretrained' (the tokenizer's vocabulary is fixed)"
                 )
 
 

@@ -29,7 +29,7 @@ from textvae.data.batching import bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
 from textvae.distributions import standard_normal_log_prob
 from textvae.errors import TextVAEError
-from textvae.objective import elbo_terms
+from textvae.objective import elbo_terms, token_nll
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,42 @@ def importance_log_weights(model, batch, inference, num_samples: int, chunk_size
     for start in range(0, num_samples, chunk_size):
         count = min(chunk_size, num_samples - start)
         z, log_q_per_dim = model.sample_latent(inference, count, generator)  # (c, B, D) each
-        log_px_z = model.log_likelihood(batch, z)  # (c, B)
+        log_px_z = samples_log_likelihood(model, batch, z)  # (c, B)
         chunks.append(log_px_z + standard_normal_log_prob(z) - log_q_per_dim.sum(-1))
     return torch.cat(chunks)  # (K, B)
+
+
+def samples_log_likelihood(model, batch, z: torch.Tensor) -> torch.Tensor:
+    """log p(x|z_k) for z (K, B, D): (K, B), what ``model.log_likelihood(batch, z)`` gives.
+
+    For a ``SequenceVAE`` whose decoder can share work across samples (``sample_hidden_steps``, the
+    LSTM decoder), the decoder steps through time on all K·B rows at once and each step's real
+    tokens go straight through the output layer, so memory is one step of hidden states and one
+    chunk of logits, whatever the sentence length."""
+    from textvae.models.vae import SequenceVAE  # the model package imports this module's neighbours
+
+    decoder = getattr(model, "decoder", None)
+    steps = getattr(decoder, "sample_hidden_steps", None)
+    if steps is None or type(model).log_likelihood is not SequenceVAE.log_likelihood:
+        return model.log_likelihood(batch, z)
+    num_samples, batch_size, _ = z.shape
+    log_px_z = z.new_zeros(num_samples, batch_size)  # (K, B)
+    targets = batch.targets  # (B, T)
+    target_lengths = batch.lengths - 1  # (B,)
+    shortest = int(target_lengths.min())  # steps at which every sentence has a target (one host sync)
+    for t, hidden in enumerate(steps(batch.decoder_inputs, z)):  # hidden (K, B, H)
+        if t < shortest:  # every sentence: no copy
+            step_hidden = hidden.reshape(-1, hidden.shape[-1])  # (K·B, H)
+            nll = token_nll(decoder.logits, step_hidden, targets[:, t].repeat(num_samples))  # (K·B,)
+            log_px_z.sub_(nll.view(num_samples, batch_size))
+            continue
+        present = (target_lengths > t).nonzero().squeeze(1)  # sentences with a target at step t, (b,)
+        if present.numel() == 0:
+            break
+        step_hidden = hidden.index_select(1, present).reshape(-1, hidden.shape[-1])  # (K·b, H)
+        nll = token_nll(decoder.logits, step_hidden, targets[present, t].repeat(num_samples))  # (K·b,)
+        log_px_z.index_add_(1, present, nll.view(num_samples, -1), alpha=-1.0)
+    return log_px_z
 
 
 def _evaluate_vae(model, split, batches, chosen, pad_id, settings, generator, bar) -> EvalResult:

@@ -182,6 +182,8 @@ def _import_builtin_components() -> None:
     import textvae.models.encoders
     import textvae.models.lm
     import textvae.models.lstm_decoder
+    import textvae.models.transformer_decoder
+    import textvae.models.transformer_encoder
     import textvae.models.vae
     import textvae.remedies.bn_vae
     import textvae.remedies.bow_loss

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -71,13 +72,27 @@ def apply_update(ctx: StepContext, loss: torch.Tensor, only: set[int] | None = N
             if id(param) not in only:
                 param.grad = None  # torch optimizers skip parameters without a gradient
         params = [p for p in params if id(p) in only]
-    if not all(torch.isfinite(p.grad).all() for p in params):
+    if not _gradients_finite(params, ctx.grad_clip):
         ctx.optimizer.zero_grad(set_to_none=True)
         return False
-    if ctx.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, ctx.grad_clip)
     ctx.optimizer.step()
     return True
+
+
+def _gradients_finite(params: list[nn.Parameter], grad_clip: float | None) -> bool:
+    """Clip the gradients to norm ``grad_clip`` (if set); True when every gradient is finite.
+
+    With clipping, the total norm clipping computes anyway answers the question in the same pass
+    over the gradients: a finite norm means finite gradients. Only a non-finite norm (an inf or
+    nan, or finite gradients whose squares overflow) needs the elementwise check, which then sees
+    the clipped gradients, just as when checking came first: inf·0 and nan stay non-finite, finite
+    values scaled by 0 are finite (that update is zero, as before).
+    """
+    if grad_clip is not None:
+        total_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        if bool(torch.isfinite(total_norm)):
+            return True
+    return all(bool(torch.isfinite(p.grad).all()) for p in params)
 
 
 class Strategy:
@@ -114,6 +129,24 @@ def inference_parameter_ids(model: nn.Module) -> set[int]:
     return ids
 
 
+@contextmanager
+def only_these_require_grad(model: nn.Module, ids: set[int]):
+    """For the duration, the parameters outside ``ids`` (by id) do not require a gradient.
+
+    An update restricted to ``ids`` discards the other gradients anyway; not asking for them lets
+    autograd skip their work: the decoder's weight gradients in an encoder update, the whole
+    encoder backward pass in a decoder update. The updated parameters' gradients are unchanged.
+    """
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    for param in frozen:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in frozen:
+            param.requires_grad_(True)
+
+
 @register("strategy", "aggressive")
 class AggressiveInference(Strategy):
     needs_latent = True
@@ -129,8 +162,9 @@ class AggressiveInference(Strategy):
         previous, current, tokens = math.inf, 0.0, 0
         for inner in range(1, self.max_inner_steps + 1):
             inner_batch = ctx.random_batch()
-            loss, terms = remedy_loss(ctx, inner_batch)
-            apply_update(ctx, loss, only=encoder_ids)
+            with only_these_require_grad(ctx.model, encoder_ids):
+                loss, terms = remedy_loss(ctx, inner_batch)
+                apply_update(ctx, loss, only=encoder_ids)
             current += float((terms.rec + terms.kl).detach().sum())
             tokens += int(terms.num_tokens.sum())
             if inner % self.check_every == 0:
@@ -139,8 +173,9 @@ class AggressiveInference(Strategy):
                     break
                 previous, current, tokens = current, 0.0, 0
         decoder_ids = {id(p) for p in ctx.model.parameters()} - encoder_ids
-        loss, terms = remedy_loss(ctx, batch)
-        return terms, apply_update(ctx, loss, only=decoder_ids)
+        with only_these_require_grad(ctx.model, decoder_ids):
+            loss, terms = remedy_loss(ctx, batch)
+            return terms, apply_update(ctx, loss, only=decoder_ids)
 
     def after_validation(self, valid: dict) -> None:
         if self.active and valid["mi"] < self.previous_mi:

@@ -66,7 +66,11 @@ class TrainSummary:
 def _make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # PyTorch's fused Adam kernel: the same update in one pass over each tensor instead of about
+    # eight (on this CPU 10 ms instead of 47 ms per step of the hidden-512 PTB VAE, 13.5 M parameters)
+    params = list(model.parameters())
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) or None
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 _WRITTEN_BEFORE_FIRST_CHECKPOINT = ("config.json", "vocab.json", "metrics.jsonl")
@@ -188,6 +192,29 @@ class _MetricsLog:
             self.handle.close()
 
 
+class TrainWindow:
+    """Sums of the honest terms over the steps since the last log line.
+
+    The loss, rec and KL sums stay tensors on the model's device, so a step never waits for the
+    device to report a number; ``sums`` turns them into floats (once per log line)."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.sentences = self.tokens = 0
+        self._terms: torch.Tensor | None = None  # (3,) float64: loss, rec, kl
+
+    def add(self, terms, sentences: int, tokens: int) -> None:
+        rec, kl = terms.rec.detach().sum(), terms.kl.detach().sum()
+        step_sums = torch.stack([rec + kl, rec, kl]).double()  # (3,)
+        self._terms = step_sums if self._terms is None else self._terms + step_sums
+        self.sentences += sentences
+        self.tokens += tokens
+
+    def sums(self) -> dict[str, float]:
+        loss, rec, kl = self._terms.tolist() if self._terms is not None else (0.0, 0.0, 0.0)
+        return {"loss": loss, "rec": rec, "kl": kl, "sentences": self.sentences, "tokens": self.tokens}
+
+
 def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSummary:
     """Train ``recipe`` into ``run_dir``; under torchrun, as one of its processes."""
     context = distributed.setup(recipe.train.device)
@@ -209,7 +236,10 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
     if resumed and _without_runtime_keys(json.loads(resumed["config"])) != _without_runtime_keys(recipe.to_dict()):
         raise TextVAEError(f"{run_dir}: --resume with a different config than the run was started with")
     # a model the recipe cannot build (a size torch rejects) fails here, before any data is read
-    dry_model = build_model(recipe.model, Vocab(words=(PAD, BOS, EOS, "<unk>", "word")), recipe.remedies)
+    # (a pretrained tokenizer's vocabulary needs no data, and a pretrained decoder accepts only that one)
+    pretrained = recipe.data.tokenizer == "pretrained"
+    dry_vocab = build_vocab(recipe.data) if pretrained else Vocab(words=(PAD, BOS, EOS, "<unk>", "word"))
+    dry_model = build_model(recipe.model, dry_vocab, recipe.remedies)
     strategy = registry.build("strategy", recipe.strategy, "strategy")
     if strategy.needs_latent and not dry_model.has_latent:
         raise TextVAEError(f"strategy {recipe.strategy['type']!r} needs a model with a latent variable")
@@ -338,7 +368,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
 
     started = time.perf_counter()
     last_valid: dict = {}
-    window = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "sentences": 0, "tokens": 0, "time": time.perf_counter()}
+    window = TrainWindow()
     stop = progress.finished
     while not stop and progress.epoch < cfg.epochs:
         batches = bucketed_batches(
@@ -358,6 +388,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
         )
         model.train()
         for batch in iterate_batches(train_split, rank_batches, vocab.pad_id, start=progress.batch_in_epoch):
+            num_tokens = batch.num_target_tokens  # counted on the host, before the batch moves
             batch = batch.to(device)
             global_size = global_sizes[progress.batch_in_epoch]
             context = StepContext(
@@ -380,21 +411,20 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
                 _skip_non_finite_step(progress, cfg, run_dir, metrics_log)
                 bar.update(1)
                 continue
-            window["loss"] += float(terms.rec.detach().sum() + terms.kl.detach().sum())
-            window["rec"] += float(terms.rec.detach().sum())
-            window["kl"] += float(terms.kl.detach().sum())
-            window["sentences"] += len(batch)
-            window["tokens"] += batch.num_target_tokens
-            elapsed = time.perf_counter() - window["time"]
+            window.add(terms, len(batch), num_tokens)
+            elapsed = time.perf_counter() - window.started
             bar.update(1)
-            bar.set_postfix(
-                tok_s=f"{window['tokens'] / max(elapsed, 1e-9):.0f}",
-                loss=f"{window['loss'] / window['sentences']:.2f}",
-                kl=f"{window['kl'] / window['sentences']:.3f}",
-            )
+            if not bar.disable:  # reading the sums waits for the device: only for a visible bar
+                sums = window.sums()
+                bar.set_postfix(
+                    tok_s=f"{sums['tokens'] / max(elapsed, 1e-9):.0f}",
+                    loss=f"{sums['loss'] / sums['sentences']:.2f}",
+                    kl=f"{sums['kl'] / sums['sentences']:.3f}",
+                )
             if progress.step % cfg.log_every_steps == 0:
                 keys = ("loss", "rec", "kl", "sentences", "tokens")  # sums over every process's sentences
-                totals = dict(zip(keys, distributed.sum_across(dist_context, [window[k] for k in keys]), strict=True))
+                sums = window.sums()
+                totals = dict(zip(keys, distributed.sum_across(dist_context, [sums[k] for k in keys]), strict=True))
                 record = {
                     "event": "train",
                     "step": progress.step,
@@ -417,7 +447,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
                     record["lr"],
                     record["tokens_per_s"],
                 )
-                window.update(loss=0.0, rec=0.0, kl=0.0, sentences=0, tokens=0, time=time.perf_counter())
+                window = TrainWindow()
             if cfg.validate_every_steps and progress.step % cfg.validate_every_steps == 0:
                 last_valid = validate()
                 model.train()

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from textvae.config import DataConfig
-from textvae.data.vocab import Vocab, train_sentencepiece
+from textvae.data.vocab import Vocab, load_pretrained_tokenizer, train_sentencepiece
 from textvae.errors import TextVAEError
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,12 @@ def encode_split(cfg: DataConfig, split: str, vocab: Vocab, text_dataset=None) -
 
 
 def build_vocab(cfg: DataConfig, train_text=None) -> Vocab:
-    """The vocabulary of ``data.vocab_file`` when set, else the training split's words."""
+    """The vocabulary of ``data.vocab_file`` when set, else the training split's words (or subwords);
+    a pretrained tokenizer's is read from its directory, without reading the corpus."""
+    if cfg.tokenizer == "pretrained":
+        vocab = load_pretrained_tokenizer(cfg.pretrained_tokenizer)
+        log.info("pretrained tokenizer %s: %d tokens", cfg.pretrained_tokenizer, len(vocab))
+        return vocab
     if cfg.vocab_file is not None:
         path = Path(cfg.vocab_file)
         check_text_file(path)

@@ -13,5 +13,5 @@ def build_model(spec: Mapping[str, Any], vocab: Vocab, remedies: Sequence[Mappin
     """The model a recipe's ``[model]`` table names, sized for ``vocab``, with the recipe's remedies."""
     special_ids = {"pad_id": vocab.pad_id, "bos_id": vocab.bos_id, "eos_id": vocab.eos_id, "unk_id": vocab.unk_id}
     return registry.build(
-        "model", spec, "model", vocab_size=len(vocab), special_ids=special_ids, remedies=list(remedies)
+        "model", spec, "model", vocab_size=len(vocab), special_ids=special_ids, remedies=list(remedies), vocab=vocab
     )

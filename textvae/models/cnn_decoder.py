@@ -146,6 +146,11 @@ class DilatedCNNDecoder(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         return self.output(hidden)  # (..., V)
 
+    @property
+    def logits_layer(self) -> nn.Linear:
+        """The linear layer ``logits`` applies: ``sequence_nll`` fuses it with the cross-entropy."""
+        return self.output
+
     def initial_state(self, z: Tensor | None, batch_size: int) -> State:
         """Empty histories: the zeros the full pass pads with, (B, C, (k − 1)·d) per block."""
         weight = self.output.weight

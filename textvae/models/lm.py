@@ -8,13 +8,14 @@ from torch import Tensor, nn
 
 from textvae import registry
 from textvae.data.batching import Batch
+from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
 from textvae.models.vae import build_remedies
 from textvae.objective import VAEOutput, sequence_nll
 from textvae.registry import ComponentSpec, register
 
 
-@register("model", "lm", context=("vocab_size", "special_ids", "remedies"))
+@register("model", "lm", context=("vocab_size", "special_ids", "remedies", "vocab"))
 class LanguageModel(nn.Module):
     has_latent = False
     latent_dim = 0
@@ -25,9 +26,10 @@ class LanguageModel(nn.Module):
         special_ids: dict[str, int],
         remedies: list[dict[str, Any]],
         decoder: ComponentSpec("decoder"),
+        vocab: Vocab | None = None,  # for decoders that check a pretrained tokenizer token by token
     ):
         super().__init__()
-        context = {"vocab_size": vocab_size, "latent_dim": 0, "pad_id": special_ids["pad_id"]}
+        context = {"vocab_size": vocab_size, "latent_dim": 0, "pad_id": special_ids["pad_id"], "vocab": vocab}
         self.decoder = registry.build("decoder", decoder, "model.decoder", **context)
         self.remedies = build_remedies(remedies, context_dim=0, vocab_size=vocab_size, latent_dim=0, **special_ids)
         for remedy in self.remedies:

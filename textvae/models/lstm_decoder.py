@@ -3,11 +3,17 @@
 - ``z_init_state``: the initial state is c0 = W z, h0 = tanh(c0) (every layer has its own W);
 - ``z_concat_input``: z is concatenated to every input embedding.
 With ``latent_dim = 0`` (the language model) neither applies and the state starts at zero.
+
+Importance-weighted evaluation decodes each sentence under K samples z_k; ``sample_hidden_steps``
+does that without repeating the work the samples share (the embedding side of the input projection).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textvae.models.init import reinitialize, uniform_init
@@ -74,6 +80,67 @@ class LSTMDecoder(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         return self.output(hidden)  # (..., V)
+
+    @property
+    def logits_layer(self) -> nn.Linear:
+        """The linear layer ``logits`` applies: ``sequence_nll`` fuses it with the cross-entropy."""
+        return self.output
+
+    def sample_hidden_steps(self, tokens: Tensor, z: Tensor) -> Iterator[Tensor]:
+        """Hidden states under K latent samples per sentence, one time step at a time.
+
+        For decoder inputs ``tokens`` (B, T) and z (K, B, D), yields h_t (K, B, H) for t = 0 .. T−1:
+        what ``forward(tokens, z_k)`` gives for every k (in eval mode), up to float rounding. The
+        first layer's gate input W_ih [e_t; z_k] + b splits into W_e e_t + b, computed once per
+        sentence and shared by the K samples, and W_z z_k, once per sample instead of once per token;
+        the recurrence W_hh h_{t−1} runs on all K·B rows at once. Memory is O(K·B·H) per step.
+        """
+        num_samples, batch_size, _ = z.shape
+        if self.training and (self.dropout_in.p > 0 or self.dropout_out.p > 0):
+            # dropout masks differ per sample: decode each row of the repeated batch as forward does
+            hidden = self(tokens.repeat(num_samples, 1), z.reshape(num_samples * batch_size, -1))  # (K·B, T, H)
+            yield from hidden.view(num_samples, batch_size, *hidden.shape[1:]).unbind(2)
+            return
+        rows, hidden_dim = num_samples * batch_size, self.hidden_dim
+        # gate rows reordered from PyTorch's (i, f, g, o) to (i, f, o, g): one sigmoid, one tanh per step
+        order = torch.cat([torch.arange(2 * hidden_dim), torch.arange(3 * hidden_dim, 4 * hidden_dim)])
+        order = torch.cat([order, torch.arange(2 * hidden_dim, 3 * hidden_dim)]).to(z.device)
+        layers = [
+            (
+                getattr(self.lstm, f"weight_ih_l{layer}")[order],
+                getattr(self.lstm, f"weight_hh_l{layer}")[order].t(),
+                (getattr(self.lstm, f"bias_ih_l{layer}") + getattr(self.lstm, f"bias_hh_l{layer}"))[order],
+            )
+            for layer in range(self.num_layers)
+        ]
+        embedded = self.dropout_in(self.embedding(tokens))  # (B, T, E)
+        embed_dim = embedded.shape[-1]
+        first_ih, _, first_bias = layers[0]
+        shared = F.linear(embedded, first_ih[:, :embed_dim], first_bias)  # (B, T, 4H), once per sentence
+        per_sample = (z @ first_ih[:, embed_dim:].t()) if self.z_concat_input else None  # (K, B, 4H), once per sample
+        state = self.initial_state(z.reshape(rows, -1), rows)
+        if state is None:
+            zeros = z.new_zeros(self.num_layers, rows, hidden_dim)  # (L, K·B, H)
+            state = (zeros, zeros)
+        hs = list(state[0].unbind(0))  # per layer (K·B, H)
+        cs = [c.clone() for c in state[1].unbind(0)]  # per layer (K·B, H), updated in place
+        for t in range(tokens.shape[1]):
+            step_input = None
+            for layer, (weight_ih, weight_hh_t, bias) in enumerate(layers):
+                if layer == 0 and per_sample is not None:
+                    gates = torch.add(per_sample, shared[:, t]).view(rows, -1)  # (K·B, 4H)
+                elif layer == 0:
+                    gates = shared[:, t].repeat(num_samples, 1)  # (K·B, 4H)
+                else:
+                    gates = F.linear(step_input, weight_ih, bias)  # (K·B, 4H)
+                gates.addmm_(hs[layer], weight_hh_t)
+                gates[:, : 3 * hidden_dim].sigmoid_()
+                gates[:, 3 * hidden_dim :].tanh_()
+                in_gate, forget_gate, out_gate, cell_gate = gates.split(hidden_dim, dim=1)  # (K·B, H) each
+                cs[layer].mul_(forget_gate).addcmul_(in_gate, cell_gate)  # c_t = f ⊙ c_{t−1} + i ⊙ g
+                hs[layer] = torch.tanh(cs[layer]).mul_(out_gate)  # h_t = o ⊙ tanh(c_t)
+                step_input = hs[layer]
+            yield self.dropout_out(step_input).view(num_samples, batch_size, -1)  # (K, B, H)
 
     def step(self, tokens: Tensor, state: State | None, z: Tensor | None) -> tuple[Tensor, State]:
         """One generation step: ``tokens`` (B,) → next-token logits (B, V) and the carried state."""

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from textvae import registry
 from textvae.data.batching import Batch
+from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
 from textvae.objective import VAEOutput, sequence_nll
 from textvae.registry import ComponentSpec, register
@@ -30,7 +31,7 @@ def build_remedies(specs, **context) -> nn.ModuleList:
     )
 
 
-@register("model", "vae", context=("vocab_size", "special_ids", "remedies"))
+@register("model", "vae", context=("vocab_size", "special_ids", "remedies", "vocab"))
 class SequenceVAE(nn.Module):
     """A sentence VAE. ``encoder`` and ``decoder`` are component tables (``type = "lstm"`` ...)."""
 
@@ -44,10 +45,11 @@ class SequenceVAE(nn.Module):
         encoder: ComponentSpec("encoder"),
         decoder: ComponentSpec("decoder"),
         latent_dim: int = 32,
+        vocab: Vocab | None = None,  # for encoders that read x as text (the pretrained Transformer)
     ):
         super().__init__()
         self.latent_dim = latent_dim
-        context = {"vocab_size": vocab_size, "latent_dim": latent_dim, "pad_id": special_ids["pad_id"]}
+        context = {"vocab_size": vocab_size, "latent_dim": latent_dim, "pad_id": special_ids["pad_id"], "vocab": vocab}
         self.encoder = registry.build("encoder", encoder, "model.encoder", **context)
         self.decoder = registry.build("decoder", decoder, "model.decoder", **context)
         self.remedies = build_remedies(

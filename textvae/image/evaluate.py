@@ -1,0 +1,352 @@
+"""Evaluate an image model on a split with the measures its capabilities allow (see ``models/base.py``).
+
+Per example (an image, or a sequence for TD-VAE), in nats unless a name says otherwise:
+- every honest term of ``LossTerms.terms`` averaged over the examples (``terms``, and each also as
+  a top-level key: ``rec``, ``kl``, ...); ``objective``: the mean of the weighted ``LossTerms.loss``.
+- with ``log_importance_weights``: ``iw_nll`` = −log (1/K Σ_k w_k), log w_k = log p(x, z_k) −
+  log q(z_k|x), z_k ~ q(z|x) (Burda et al. 2015, Eq. 8), drawn in chunks of ``iw_chunk_size`` so
+  that memory is bounded by the chunk, not by K; ``elbo`` = (1/K) Σ_k log w_k, the Monte-Carlo
+  ELBO on the same samples (so iw_nll ≤ −elbo for every example, by Jensen's inequality);
+  ``bits_per_dim`` = iw_nll / (D · ln 2) and ``elbo_bits_per_dim`` = −elbo / (D · ln 2), with
+  D = C·H·W (T·C·H·W for a sequence).
+- with ``posterior``: ``kl_per_dim`` (closed-form KL(q(z|x) ‖ N(0, I)) per latent dimension, data
+  mean) and its sum ``posterior_kl``; ``au`` (Var_x E_q[z_d] ≥ 0.01); ``mi_full`` (Li et al. 2019,
+  aggregate posterior over the evaluated set) and ``mi_batch`` (He et al. 2019, per batch).
+- with ``reconstruct``: ``recon_mse`` (squared error per pixel) and ``recon_bce``
+  (Σ_pixels −[x log r + (1 − x) log(1 − r)] per example, nats) between x and its reconstruction r.
+- with ``code_indices``: ``code_counts``, ``codes_used`` and ``codebook_perplexity`` = exp(H(p)),
+  p the usage frequency of each code over every code position of the evaluated set.
+Every random draw is seeded by ``seed``; the result is reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from textvae import distributed, metrics
+from textvae.checkpoint import atomic_write_text
+from textvae.distributions import DiagGaussian
+from textvae.image import figures as image_figures
+from textvae.image.config import ImageEvalConfig
+from textvae.image.data import ImageSplit, load_image_split
+from textvae.image.models.base import LossTerms
+from textvae.plots import plot_kl_per_dim
+
+# (key in the results dict, column header, format) for ``textvae eval`` and ``textvae report``
+IMAGE_COLUMNS = [
+    ("iw_nll", "IW-NLL", "{:.2f}"),
+    ("bits_per_dim", "bits/dim", "{:.4f}"),
+    ("elbo", "ELBO", "{:.2f}"),
+    ("rec", "Rec", "{:.2f}"),
+    ("kl", "KL", "{:.3f}"),
+    ("au", "AU", "{:d}"),
+    ("mi_full", "MI(full)", "{:.3f}"),
+    ("recon_mse", "Rec MSE", "{:.4f}"),
+    ("recon_bce", "Rec BCE", "{:.2f}"),
+    ("codebook_perplexity", "Codebook PPL", "{:.1f}"),
+]
+
+
+def columns_for(results: list[dict]) -> list[tuple[str, str, str]]:
+    """IMAGE_COLUMNS, then one column per other honest term the results have (a prior's
+    ``prior_nll``, TD-VAE's ``kl_t1``, a penalty ...), so no model's numbers are left out of its table."""
+    standard = {key for key, _, _ in IMAGE_COLUMNS}
+    extra = sorted({name for result in results for name in result.get("terms", {})} - standard)
+    return [*IMAGE_COLUMNS, *((name, name, "{:.3f}") for name in extra)]
+
+
+_PROBABILITY_FLOOR = 1e-6  # reconstructions are clamped to [floor, 1 − floor] before the log of the BCE
+
+
+class TermTotals:
+    """Running sums over batches of ``LossTerms``: the objective and each honest term weighted by the
+    batch size (so means are per example, never means of batch means); batch-level scalars (``stats``,
+    ``end_of_step``'s) averaged over the batches that reported them."""
+
+    def __init__(self):
+        self.examples = 0
+        self.objective = 0.0
+        self.terms: dict[str, float] = {}
+        self.scalars: dict[str, list[float]] = {}
+
+    def add(self, out: LossTerms, batch_size: int) -> None:
+        self.examples += batch_size
+        self.objective += float(out.loss.detach()) * batch_size
+        for name, values in out.terms.items():
+            self.terms[name] = self.terms.get(name, 0.0) + float(values.detach().sum())
+        self.add_scalars(out.stats)
+
+    def add_scalars(self, scalars: Mapping[str, float]) -> None:
+        for name, value in scalars.items():
+            total, count = self.scalars.get(name, (0.0, 0))
+            self.scalars[name] = (total + float(value), count + 1)
+
+    def term_means(self) -> dict[str, float]:
+        return {name: total / self.examples for name, total in self.terms.items()}
+
+    def means(self) -> dict[str, float]:
+        """``objective``, every term and every scalar (a scalar never hides a term of the same name)."""
+        scalars = {name: total / count for name, (total, count) in self.scalars.items()}
+        return {**scalars, "objective": self.objective / self.examples, **self.term_means()}
+
+
+def main_term(terms: Mapping[str, float]) -> str | None:
+    """The term a progress bar shows: ``kl`` when the model has one, else its first term."""
+    return "kl" if "kl" in terms else next(iter(terms), None)
+
+
+def validation_loss(term_means: Mapping[str, float], objective: float) -> float:
+    """What ``best.pt`` minimizes: −ELBO = rec + kl (honest, whatever β) when the model has both
+    terms, else the model's objective (autoencoders, VQ models)."""
+    if "rec" in term_means and "kl" in term_means:
+        return term_means["rec"] + term_means["kl"]
+    return objective
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block on the global RNG seeded with ``seed``, leaving the caller's RNG state untouched
+    (models draw their training noise from the global RNG; validation must not shift that stream)."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def select_examples(num_examples: int, max_examples: int | None, seed: int) -> np.ndarray:
+    """All indices, or a seeded subset of ``max_examples`` (sorted)."""
+    if max_examples is None or max_examples >= num_examples:
+        return np.arange(num_examples)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(num_examples, size=max_examples, replace=False))
+
+
+def _batches(split: ImageSplit, indices: np.ndarray, batch_size: int, device) -> Iterator[Tensor]:
+    for start in range(0, len(indices), batch_size):
+        yield split.images(torch.from_numpy(indices[start : start + batch_size])).to(device)
+
+
+@torch.no_grad()
+def validate_image(
+    model, split: ImageSplit, indices: np.ndarray, batch_size: int, step: int, seed: int, device
+) -> dict:
+    """Mean objective and honest terms over ``indices``, the ``loss`` that selects ``best.pt``
+    (``validation_loss``) and, for a model with ``posterior``, He et al.'s minibatch MI."""
+    was_training = model.training
+    model.eval()
+    totals, mi_weighted = TermTotals(), 0.0
+    mi_generator = torch.Generator().manual_seed(seed)
+    with seeded_rng(seed, torch.device(device)):
+        for x in _batches(split, indices, batch_size, device):
+            totals.add(model.loss_terms(x, step=step), len(x))
+            if hasattr(model, "posterior"):
+                q = model.posterior(x)
+                mean, logvar = q.mean.flatten(1).cpu(), q.logvar.flatten(1).cpu()  # (B, D)
+                mi_weighted += metrics.mutual_info_minibatch(mean, logvar, mi_generator) * len(x)
+    model.train(was_training)
+    means = totals.means()
+    result = {"loss": validation_loss(totals.term_means(), means["objective"]), **means}
+    if hasattr(model, "posterior"):
+        result["mi"] = mi_weighted / totals.examples
+    return {**result, "num_examples": totals.examples}
+
+
+def importance_log_weights(model, x: Tensor, num_samples: int, chunk_size: int, generator) -> Tensor:
+    """log w_k for K = ``num_samples`` posterior samples, (K, B), asked of the model ``chunk_size`` at a time."""
+    chunks = []
+    for start in range(0, num_samples, chunk_size):
+        count = min(chunk_size, num_samples - start)
+        chunks.append(model.log_importance_weights(x, count, generator))  # (count, B)
+    return torch.cat(chunks)  # (K, B)
+
+
+def codebook_usage(counts: Tensor) -> tuple[int, float]:
+    """(codes used, perplexity exp(H(p))) of code usage counts (N,): N for uniform use, 1 for a single code."""
+    total = counts.sum()
+    if total == 0:
+        return 0, float("nan")
+    p = counts[counts > 0].double() / total
+    return int((counts > 0).sum()), math.exp(float(-(p * p.log()).sum()))
+
+
+def bits_per_dim(nats: float, num_dims: int) -> float:
+    """Nats per example → bits per dimension: nats / (D · ln 2)."""
+    return nats / (num_dims * math.log(2))
+
+
+@dataclass
+class ImageEvalResult:
+    metrics: dict
+    means: np.ndarray | None  # (N, D) posterior means in the evaluated order, for a model with ``posterior``
+    logvars: np.ndarray | None
+    code_counts: Tensor | None  # (N_codes,) usage counts, for a model with ``code_indices``
+
+
+@torch.no_grad()
+def evaluate_image(
+    model, split: ImageSplit, settings: ImageEvalConfig, *, step: int = 0, device="cpu", progress_bar: bool = True
+) -> ImageEvalResult:
+    """Every measure ``model`` allows on ``split`` (module docstring); ``step`` is passed to ``loss_terms``."""
+    device = torch.device(device)
+    model.eval()
+    chosen = select_examples(len(split), settings.max_examples, settings.seed)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    cpu_generator = torch.Generator().manual_seed(settings.seed)  # MI runs on CPU
+    has_iw, has_posterior = hasattr(model, "log_importance_weights"), hasattr(model, "posterior")
+    has_reconstruct, has_codes = hasattr(model, "reconstruct"), hasattr(model, "code_indices")
+    totals = TermTotals()
+    sums = dict.fromkeys(("iw_nll", "iw_nll_sq", "mc_se", "elbo", "mi_batch", "mse", "bce"), 0.0)
+    means, logvars, kl_per_dim = [], [], None
+    code_counts = torch.zeros(0, dtype=torch.long)
+    started = time.perf_counter()
+    bar = tqdm(total=len(chosen), desc=f"eval {split.name}", unit="img", disable=None if progress_bar else True)
+    with seeded_rng(settings.seed, device):
+        for x in _batches(split, chosen, settings.batch_size, device):
+            out = model.loss_terms(x, step=step)
+            totals.add(out, len(x))
+            if has_posterior:
+                q = model.posterior(x)
+                q = DiagGaussian(q.mean.flatten(1).cpu(), q.logvar.flatten(1).cpu())  # (B, D)
+                means.append(q.mean)
+                logvars.append(q.logvar)
+                batch_kl = q.kl_per_dim().double().sum(0)  # (D,)
+                kl_per_dim = batch_kl if kl_per_dim is None else kl_per_dim + batch_kl
+                sums["mi_batch"] += metrics.mutual_info_minibatch(q.mean, q.logvar, cpu_generator) * len(x)
+            if has_iw:
+                log_weights = importance_log_weights(
+                    model, x, settings.iw_samples, settings.iw_chunk_size, generator
+                ).cpu()  # (K, B)
+                iw_nll = -metrics.iw_log_likelihood(log_weights).double()  # (B,)
+                sums["iw_nll"] += float(iw_nll.sum())
+                sums["iw_nll_sq"] += float((iw_nll**2).sum())
+                sums["elbo"] += float(log_weights.double().mean(0).sum())
+                if settings.iw_samples > 1:
+                    sums["mc_se"] += float(metrics.iw_monte_carlo_se(log_weights).sum())
+            if has_reconstruct:
+                r = model.reconstruct(x).clamp(_PROBABILITY_FLOOR, 1 - _PROBABILITY_FLOOR)  # like x
+                sums["mse"] += float(((r - x) ** 2).flatten(1).mean(1).sum())
+                sums["bce"] += float(F.binary_cross_entropy(r, x, reduction="none").flatten(1).sum(1).sum())
+            if has_codes:
+                codes = model.code_indices(x).flatten().cpu()
+                batch_counts = torch.bincount(codes, minlength=len(code_counts))
+                code_counts = torch.cat([code_counts, code_counts.new_zeros(len(batch_counts) - len(code_counts))])
+                code_counts += batch_counts
+            bar.update(len(x))
+    bar.close()
+
+    n = totals.examples
+    num_dims = int(np.prod(split.example_shape))
+    term_means = totals.term_means()
+    result: dict = {
+        "kind": "image",
+        "split": split.name,
+        "num_examples": n,
+        "num_dims": num_dims,
+        "step": step,
+        "seed": settings.seed,
+        "objective": totals.objective / n,
+        "terms": term_means,
+        **term_means,
+    }
+    if has_iw:
+        iw_mean = sums["iw_nll"] / n
+        iw_var = max(sums["iw_nll_sq"] / n - iw_mean**2, 0.0) * n / (n - 1) if n > 1 else float("nan")
+        result |= {
+            "iw_nll": iw_mean,
+            "iw_nll_se": math.sqrt(iw_var / n) if n > 1 else float("nan"),
+            "iw_nll_mc_se": sums["mc_se"] / n if settings.iw_samples > 1 else float("nan"),
+            "iw_samples": settings.iw_samples,
+            "bits_per_dim": bits_per_dim(iw_mean, num_dims),
+            "elbo": sums["elbo"] / n,
+            "elbo_bits_per_dim": bits_per_dim(-sums["elbo"] / n, num_dims),
+        }
+    all_means = all_logvars = None
+    if has_posterior:
+        all_means, all_logvars = torch.cat(means), torch.cat(logvars)  # (N, D)
+        variances = metrics.posterior_mean_variance(all_means)
+        result |= {
+            "latent_dim": all_means.shape[1],
+            "kl_per_dim": (kl_per_dim / n).tolist(),
+            "posterior_kl": float(kl_per_dim.sum() / n),
+            "au": int((variances >= metrics.AU_THRESHOLD).sum()),
+            "au_threshold": metrics.AU_THRESHOLD,
+            "posterior_mean_variance": variances.tolist(),
+            "mi_full": metrics.mutual_info_full(all_means, all_logvars, cpu_generator),
+            "mi_batch": sums["mi_batch"] / n,
+        }
+    if has_reconstruct:
+        result |= {"recon_mse": sums["mse"] / n, "recon_bce": sums["bce"] / n}
+    if has_codes:
+        used, perplexity = codebook_usage(code_counts)
+        result |= {"codes_used": used, "codebook_perplexity": perplexity, "code_counts": code_counts.tolist()}
+    result["eval_seconds"] = time.perf_counter() - started
+    return ImageEvalResult(
+        result,
+        None if all_means is None else all_means.numpy(),
+        None if all_logvars is None else all_logvars.numpy(),
+        code_counts if has_codes else None,
+    )
+
+
+def evaluate_image_run(
+    loaded,
+    checkpoint_path: Path,
+    settings: ImageEvalConfig,
+    json_path: Path,
+    *,
+    kl_plot_path: Path | None = None,
+    data_root: str | None = None,
+    figures: bool = True,
+    progress_bar: bool = True,
+) -> tuple[dict, ImageEvalResult]:
+    """Evaluate a loaded image checkpoint (``train.load_image_checkpoint``) with ``settings``, write the
+    JSON results and the PNGs beside them (KL per dimension, codebook usage, reconstructions, samples,
+    interpolations, the model's own figures); returns (metrics as written, result)."""
+    data_cfg = loaded.recipe.data
+    if data_root is not None:
+        data_cfg = dataclasses.replace(data_cfg, root=data_root)
+    device = distributed.resolve_device(loaded.recipe.train.device)
+    split = load_image_split(data_cfg, settings.split)
+    model = loaded.model.to(device)
+    step = int(loaded.payload.get("progress", {}).get("step", 0))
+    result = evaluate_image(model, split, settings, step=step, device=device, progress_bar=progress_bar)
+    metrics_out = {
+        **result.metrics,
+        "model": loaded.recipe.model["type"],
+        "checkpoint": str(checkpoint_path),
+        "config": loaded.recipe.to_dict(),
+    }
+    prefix = json_path.with_suffix("")
+    written: list[str] = []
+    if "kl_per_dim" in metrics_out:
+        kl_plot_path = kl_plot_path or prefix.with_name(prefix.name + ".kl_per_dim.png")
+        active = [v >= metrics_out["au_threshold"] for v in metrics_out["posterior_mean_variance"]]
+        title = f"KL per dimension ({settings.split}; AU = {metrics_out['au']})"
+        plot_kl_per_dim(metrics_out["kl_per_dim"], kl_plot_path, title, active)
+        written.append(str(kl_plot_path))
+    if result.code_counts is not None:
+        path = prefix.with_name(prefix.name + ".codebook_usage.png")
+        image_figures.plot_codebook_usage(result.code_counts, path, metrics_out["codebook_perplexity"])
+        written.append(str(path))
+    if figures:
+        first = select_examples(len(split), settings.max_examples, settings.seed)
+        x = split.images(torch.from_numpy(first[: image_figures.FIGURE_EXAMPLES])).to(device)
+        generator = torch.Generator(device=device).manual_seed(settings.seed)
+        with seeded_rng(settings.seed, device):
+            written += [str(p) for p in image_figures.write_figures(model, x, prefix, generator)]
+    metrics_out["figures"] = written
+    atomic_write_text(json_path, json.dumps(metrics_out, indent=2))
+    return metrics_out, result
