@@ -69,7 +69,7 @@ from textvae.models.cnn_decoder import PRESETS, DilatedCNNDecoder
 from textvae.models.encoders import LSTMEncoder
 from textvae.models.lstm_decoder import LSTMDecoder
 from textvae.strategies import StepContext
-from textvae.train import TrainWindow, _make_optimizer
+from textvae.train import TrainWindow, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +422,7 @@ def _build(spec: dict, vocab, device: torch.device, remedies=(), seed: int = 0):
 
 def _optimizer(model, name: str) -> torch.optim.Optimizer:
     """What ``textvae train`` builds: SGD lr 1.0 as He et al. 2019 (no momentum), or Adam lr 1e-3."""
-    return _make_optimizer(model, TrainConfig(optimizer=name, lr=1.0 if name == "sgd" else ADAM_LR))
+    return make_optimizer(model, TrainConfig(optimizer=name, lr=1.0 if name == "sgd" else ADAM_LR))
 
 
 def _train_batches(corpus: Corpus, sizes: Sizes, count: int, device: torch.device) -> list[Batch]:

@@ -63,7 +63,7 @@ class TrainSummary:
     seconds: float
 
 
-def _make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     # PyTorch's fused Adam kernel: the same update in one pass over each tensor instead of about
@@ -81,7 +81,7 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "last.pt").is_file() or previous_path(run_dir / "last.pt").is_file()
 
 
-def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, delete_leftovers: bool = True) -> None:
+def prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, delete_leftovers: bool = True) -> None:
     """A fresh run needs an empty directory, or one left by the same recipe killed before its first
     checkpoint (its config.json equal to this recipe, vocab, metrics, temporary files): that is started over."""
     if resume:
@@ -109,7 +109,7 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, delete_leftove
 RUNTIME_KEYS = ("progress_bar", "threads", "max_nonfinite_in_a_row", "device")
 
 
-def _without_runtime_keys(config: dict) -> dict:
+def without_runtime_keys(config: dict) -> dict:
     """The config as far as it decides what a run computes: without runtime keys and provenance."""
     config = json.loads(json.dumps(config))
     for key in RUNTIME_KEYS:
@@ -131,14 +131,14 @@ def _is_temporary(path: Path) -> bool:
     return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
 
 
-def _rng_state(device: torch.device) -> dict:
+def rng_state(device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict, device: torch.device) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if device.type == "cuda" and "cuda" in state:
@@ -155,7 +155,7 @@ def _restore_rng(saved: dict | list, context: distributed.Context, seed: int) ->
     """A checkpoint holds one RNG state per process (a list) under torchrun, else one dict."""
     states = saved if isinstance(saved, list) else [saved]
     if len(states) == context.world_size:
-        _set_rng_state(states[context.rank], context.device)
+        set_rng_state(states[context.rank], context.device)
         return
     log.warning(
         "resuming with %d processes a run checkpointed with %d: random streams restart from the seed",
@@ -165,7 +165,7 @@ def _restore_rng(saved: dict | list, context: distributed.Context, seed: int) ->
     _seed_rank(seed + len(states), context)
 
 
-class _MetricsLog:
+class MetricsLog:
     """Appends one JSON object per line to ``metrics.jsonl``; ``offset`` is saved in checkpoints."""
 
     def __init__(self, path: Path, truncate_to: int | None, enabled: bool = True):
@@ -227,13 +227,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
 def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distributed.Context) -> TrainSummary:
     cfg = recipe.train
     device, is_main = dist_context.device, dist_context.is_main
-    _prepare_run_dir(run_dir, recipe, resume, delete_leftovers=is_main)
+    prepare_run_dir(run_dir, recipe, resume, delete_leftovers=is_main)
     distributed.barrier(dist_context)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
 
     resumed = read_checkpoint_or_previous(run_dir / "last.pt")[0] if resume else None
-    if resumed and _without_runtime_keys(json.loads(resumed["config"])) != _without_runtime_keys(recipe.to_dict()):
+    if resumed and without_runtime_keys(json.loads(resumed["config"])) != without_runtime_keys(recipe.to_dict()):
         raise TextVAEError(f"{run_dir}: --resume with a different config than the run was started with")
     # a model the recipe cannot build (a size torch rejects) fails here, before any data is read
     # (a pretrained tokenizer's vocabulary needs no data, and a pretrained decoder accepts only that one)
@@ -273,7 +273,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(recipe.model, vocab, recipe.remedies).to(device)
-    optimizer = _make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience
     )
@@ -308,13 +308,11 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
             model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True
         )
 
-    metrics_log = _MetricsLog(
-        run_dir / "metrics.jsonl", resumed["metrics_offset"] if resumed else None, enabled=is_main
-    )
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl", resumed["metrics_offset"] if resumed else None, enabled=is_main)
 
     def checkpoint(name: str) -> None:
         """Every process calls this (the RNG states are gathered); rank 0 writes."""
-        rng = _rng_state(device)
+        rng = rng_state(device)
         rng = distributed.gather_objects(dist_context, rng) if dist_context.enabled else rng
         if not is_main:
             return
@@ -408,7 +406,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
                 progress.step += 1
                 progress.skipped_in_a_row = 0
             else:
-                _skip_non_finite_step(progress, cfg, run_dir, metrics_log)
+                skip_non_finite_step(progress, cfg, run_dir, metrics_log)
                 bar.update(1)
                 continue
             window.add(terms, len(batch), num_tokens)
@@ -465,9 +463,15 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
         progress.batch_in_epoch = 0
         if last_valid.get("step") != progress.step:  # not validated at this step already
             last_valid = validate()
-        stop = _end_of_epoch(progress, last_valid, scheduler, optimizer, model, run_dir, cfg, dist_context)
+        stop = end_of_epoch(progress, last_valid, scheduler, optimizer, model, run_dir, cfg, dist_context)
         checkpoint("last.pt")
 
+    return finish_run(run_dir, progress, last_valid, validate, checkpoint, metrics_log, started)
+
+
+def finish_run(run_dir: Path, progress: Progress, last_valid: dict, validate, checkpoint, metrics_log, started: float):
+    """The end of a training run (text or image): validate the final weights unless that just happened,
+    mark the run finished in ``last.pt``, close the metrics log and say how it went."""
     if not progress.finished:
         if last_valid.get("step") != progress.step:
             last_valid = validate()
@@ -476,7 +480,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
     metrics_log.close()
     seconds = time.perf_counter() - started
     log.info(
-        "finished at step %d (best valid %.3f at step %d) in %.0fs; %d steps skipped",
+        "finished at step %d (best valid %.4g at step %d) in %.0fs; %d steps skipped",
         progress.step,
         progress.best_valid,
         progress.best_step,
@@ -486,7 +490,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
     return TrainSummary(run_dir, progress, last_valid, seconds)
 
 
-def _skip_non_finite_step(progress: Progress, cfg, run_dir: Path, metrics_log: _MetricsLog) -> None:
+def skip_non_finite_step(progress: Progress, cfg, run_dir: Path, metrics_log: MetricsLog) -> None:
     """Count a step whose loss or gradient was not finite (nothing was updated); stop after too many in a row."""
     progress.skipped_steps += 1
     progress.skipped_in_a_row += 1
@@ -507,7 +511,7 @@ def _skip_non_finite_step(progress: Progress, cfg, run_dir: Path, metrics_log: _
         )
 
 
-def _end_of_epoch(progress, valid, scheduler, optimizer, model, run_dir, cfg, dist_context) -> bool:
+def end_of_epoch(progress, valid, scheduler, optimizer, model, run_dir, cfg, dist_context) -> bool:
     """Learning-rate decay on plateau (reloading the best weights), early stopping. True = stop."""
     improved = progress.best_step == progress.step
     progress.epochs_without_improvement = 0 if improved else progress.epochs_without_improvement + 1

@@ -46,16 +46,17 @@ from textvae.image.data import batch_generator, epoch_order, image_shape, load_i
 from textvae.image.evaluate import TermTotals, main_term, select_examples, validate_image
 from textvae.strategies import StepContext, apply_update
 from textvae.train import (
+    MetricsLog,
     Progress,
     TrainSummary,
-    _end_of_epoch,
-    _make_optimizer,
-    _MetricsLog,
-    _prepare_run_dir,
-    _rng_state,
-    _set_rng_state,
-    _skip_non_finite_step,
-    _without_runtime_keys,
+    end_of_epoch,
+    finish_run,
+    make_optimizer,
+    prepare_run_dir,
+    rng_state,
+    set_rng_state,
+    skip_non_finite_step,
+    without_runtime_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -146,21 +147,21 @@ def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) 
     if distributed.launched_world_size() > 1:
         raise TextVAEError("image models train in one process; torchrun is not supported for them")
     device = resolve_image_device(cfg.device)
-    _prepare_run_dir(run_dir, recipe, resume)
+    prepare_run_dir(run_dir, recipe, resume)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
 
     resumed = read_checkpoint_or_previous(run_dir / "last.pt")[0] if resume else None
     if resumed and resumed.get("family") != FAMILY:
         raise TextVAEError(f"{run_dir}: --resume of a text run with an image recipe")
-    if resumed and _without_runtime_keys(json.loads(resumed["config"])) != _without_runtime_keys(recipe.to_dict()):
+    if resumed and without_runtime_keys(json.loads(resumed["config"])) != without_runtime_keys(recipe.to_dict()):
         raise TextVAEError(f"{run_dir}: --resume with a different config than the run was started with")
 
     # --- model first: a value the constructor rejects fails before any data is read
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_image_model(recipe).to(device)
-    optimizer = _make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience
     )
@@ -184,7 +185,7 @@ def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) 
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
-        _set_rng_state(resumed["rng"], device)
+        set_rng_state(resumed["rng"], device)
         progress = Progress(**resumed["progress"])
         log.info(
             "resuming %s at step %d (epoch %d, batch %d)",
@@ -198,7 +199,7 @@ def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) 
         atomic_write_text(run_dir / "config.json", json.dumps(recipe.to_dict(), indent=2))
     num_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2fM parameters on %s", recipe.model["type"], num_params / 1e6, device)
-    metrics_log = _MetricsLog(run_dir / "metrics.jsonl", resumed["metrics_offset"] if resumed else None)
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl", resumed["metrics_offset"] if resumed else None)
 
     def checkpoint(name: str) -> None:
         save_image_checkpoint(
@@ -208,7 +209,7 @@ def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) 
             model=model,
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
-            rng=_rng_state(device),
+            rng=rng_state(device),
             progress=asdict(progress),
             metrics_offset=metrics_log.offset,
         )
@@ -254,7 +255,7 @@ def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) 
             progress.batch_in_epoch += 1
             bar.update(1)
             if not updated:
-                _skip_non_finite_step(progress, cfg, run_dir, metrics_log)
+                skip_non_finite_step(progress, cfg, run_dir, metrics_log)
                 continue
             progress.step += 1
             progress.skipped_in_a_row = 0
@@ -305,24 +306,7 @@ def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) 
         progress.batch_in_epoch = 0
         if last_valid.get("step") != progress.step:  # not validated at this step already
             last_valid = validate()
-        stop = _end_of_epoch(
-            progress, last_valid, scheduler, optimizer, model, run_dir, cfg, distributed.SINGLE_PROCESS
-        )
+        stop = end_of_epoch(progress, last_valid, scheduler, optimizer, model, run_dir, cfg, distributed.SINGLE_PROCESS)
         checkpoint("last.pt")
 
-    if not progress.finished:
-        if last_valid.get("step") != progress.step:
-            last_valid = validate()
-        progress.finished = True
-        checkpoint("last.pt")
-    metrics_log.close()
-    seconds = time.perf_counter() - started
-    log.info(
-        "finished at step %d (best valid %.4g at step %d) in %.0fs; %d steps skipped",
-        progress.step,
-        progress.best_valid,
-        progress.best_step,
-        seconds,
-        progress.skipped_steps,
-    )
-    return TrainSummary(run_dir, progress, last_valid, seconds)
+    return finish_run(run_dir, progress, last_valid, validate, checkpoint, metrics_log, started)
