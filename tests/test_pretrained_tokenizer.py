@@ -15,6 +15,7 @@ import torch
 
 import textvae
 from tests.conftest import REPO, SHARED_DATA
+from tests.test_subwords import SENTENCES  # the 144 templated sentences of the subword tests
 from textvae import cli
 from textvae.config import DataConfig, load_recipe, recipe_from_dict
 from textvae.data.corpus import build_vocab, encode_split, line_tokens
@@ -26,13 +27,6 @@ from textvae.train import train
 PTB = SHARED_DATA / "ptb"
 END = "<|endoftext|>"  # GPT-2's only special token
 GPT2_SHAPE = {"num_layers": 1, "hidden_dim": 16, "num_heads": 2, "max_positions": 64}
-SENTENCES = [
-    f"the {adj} {animal} {verb} over the {thing} ."
-    for adj in ("quick", "lazy", "sleepy", "hungry")
-    for animal in ("fox", "dog", "rabbit", "hedgehog")
-    for verb in ("jumps", "walks", "rolls")
-    for thing in ("fence", "river", "hill")
-]  # 144 sentences
 
 
 def _ptb_lines(split: str, start: int, stop: int) -> list[str]:
