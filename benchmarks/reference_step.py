@@ -16,7 +16,9 @@ al. 2019):
 The submodules carry the toolkit's parameter names, so ``load_state_dict`` copies a toolkit
 model's weights in, and random numbers are drawn in the toolkit's order (ε, then the input
 dropout mask, then the output one): from the same generator state, both steps compute the same
-loss and the same update, up to float rounding (``tests/test_bench.py`` checks it).
+loss and the same update, up to float rounding (``tests/test_bench.py`` checks it). Dropout draws
+its mask as the toolkit does (``textvae/models/dropout.py``: 32-bit uniform integers below keep·2³²,
+two per 64-bit ``random_`` call), written out here in plain PyTorch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout: keep each element with probability 1 − p, scale by 1 / (1 − p)."""
+    if not training or p == 0:
+        return x
+    keep = 1.0 - p
+    words = torch.empty((x.numel() + 1) // 2, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    draws = words.view(torch.int32)[: x.numel()].view(x.shape)  # uniform 32-bit integers
+    mask = draws < min(round(keep * 2**32), 2**32 - 1) - 2**31  # (…) bool, True with probability keep
+    return (x * mask).mul_(1.0 / keep)
 
 
 class ReferenceVAE(nn.Module):
@@ -77,11 +90,11 @@ class ReferenceVAE(nn.Module):
     def reconstruction_nll(self, tokens: Tensor, lengths: Tensor, z: Tensor) -> Tensor:
         """−log p(x|z) per sentence, (B,), summed over the real target tokens."""
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T−1) each
-        embedded = F.dropout(self.decoder.embedding(inputs), self.dropout_in, self.training)  # (B, T−1, E)
+        embedded = dropout(self.decoder.embedding(inputs), self.dropout_in, self.training)  # (B, T−1, E)
         z_steps = z.unsqueeze(1).expand(-1, inputs.shape[1], -1)  # (B, T−1, D)
         c0 = self.decoder.z_to_cell(z).unsqueeze(0)  # (1, B, H)
         states, _ = self.decoder.lstm(torch.cat([embedded, z_steps], dim=-1), (torch.tanh(c0), c0))  # (B, T−1, H)
-        states = F.dropout(states, self.dropout_out, self.training)
+        states = dropout(states, self.dropout_out, self.training)
         mask = torch.arange(inputs.shape[1], device=tokens.device) < (lengths - 1).unsqueeze(1)  # (B, T−1)
         token_nll = F.cross_entropy(self.decoder.output(states[mask]), targets[mask], reduction="none")  # (N,)
         sentence = torch.arange(tokens.shape[0], device=tokens.device).unsqueeze(1).expand_as(mask)[mask]  # (N,)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textvae.errors import TextVAEError
+from textvae.models.dropout import Dropout
 from textvae.models.init import reinitialize, uniform_init
 from textvae.registry import register
 
@@ -58,7 +59,7 @@ class CausalConvBlock(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
         self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.history = (kernel_size - 1) * dilation  # inputs before t the convolution reads
 
     def _activate(self, x: Tensor) -> Tensor:
@@ -109,10 +110,10 @@ class DilatedCNNDecoder(nn.Module):
         self.kernel_size = kernel_size
         self.receptive_field = receptive_field(kernel_size, schedule)
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.dropout_in = nn.Dropout(dropout_in)
+        self.dropout_in = Dropout(dropout_in)
         self.project_in = nn.Linear(embed_dim + latent_dim, channels)
         self.blocks = nn.ModuleList(CausalConvBlock(channels, kernel_size, d, dropout) for d in schedule)
-        self.dropout_out = nn.Dropout(dropout_out)
+        self.dropout_out = Dropout(dropout_out)
         self.output = nn.Linear(channels, vocab_size)
         self.init_ranges = (weight_init_range, embed_init_range)
         uniform_init(self, *self.init_ranges)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from textvae.models.dropout import Dropout
 from textvae.models.init import reinitialize, uniform_init
 from textvae.registry import register
 
@@ -46,8 +47,8 @@ class LSTMDecoder(nn.Module):
         self.z_init_state = z_init_state and latent_dim > 0
         self.z_concat_input = z_concat_input and latent_dim > 0
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.dropout_in = nn.Dropout(dropout_in)
-        self.dropout_out = nn.Dropout(dropout_out)
+        self.dropout_in = Dropout(dropout_in)
+        self.dropout_out = Dropout(dropout_out)
         input_dim = embed_dim + (latent_dim if self.z_concat_input else 0)
         self.lstm = nn.LSTM(input_dim, hidden_dim, num_layers=num_layers, batch_first=True)
         self.z_to_cell = nn.Linear(latent_dim, num_layers * hidden_dim, bias=False) if self.z_init_state else None
