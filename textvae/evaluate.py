@@ -25,11 +25,12 @@ import torch
 from tqdm import tqdm
 
 from textvae import metrics
+from textvae.cross_entropy import token_nll
 from textvae.data.batching import bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
 from textvae.distributions import standard_normal_log_prob
 from textvae.errors import TextVAEError
-from textvae.objective import elbo_terms, token_nll
+from textvae.objective import elbo_terms
 
 log = logging.getLogger(__name__)
 

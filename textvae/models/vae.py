@@ -9,10 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from textvae import registry
+from textvae.cross_entropy import sequence_nll
 from textvae.data.batching import Batch
 from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
-from textvae.objective import VAEOutput, sequence_nll
+from textvae.objective import VAEOutput
 from textvae.registry import ComponentSpec, register
 
 
