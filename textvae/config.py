@@ -96,6 +96,9 @@ class TrainConfig:
 
     seed: int = 0
     batch_size: int = 32
+    # shuffled batches of similar lengths: sentences sorted by length within pools of this many
+    # batches; None = one pool, the whole split (least padding, He et al. 2019)
+    bucket_pool_batches: int | None = None
     epochs: int = 100
     max_steps: int | None = None  # stop after this many optimizer steps (whatever the epoch)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -120,7 +123,7 @@ class TrainConfig:
     def __post_init__(self):
         counts = ("batch_size", "epochs", "max_steps", "early_stop_patience", "validate_every_steps")
         counts += ("max_valid_sentences", "log_every_steps", "checkpoint_every_steps", "threads")
-        counts += ("max_nonfinite_in_a_row",)
+        counts += ("max_nonfinite_in_a_row", "bucket_pool_batches")
         rules = {
             **dict.fromkeys(counts, _AT_LEAST_ONE),
             **dict.fromkeys(("seed", "momentum", "weight_decay", "lr_decay_patience", "max_lr_decays"), _NON_NEGATIVE),

@@ -87,10 +87,16 @@ def _gradients_finite(params: list[nn.Parameter], grad_clip: float | None) -> bo
     nan, or finite gradients whose squares overflow) needs the elementwise check, which then sees
     the clipped gradients, just as when checking came first: inf·0 and nan stay non-finite, finite
     values scaled by 0 are finite (that update is zero, as before).
+
+    The gradients are scaled only when the scale (``clip_grad_norm_``'s max_norm / (norm + 1e-6))
+    is below 1: multiplying every gradient by 1 is a pass over all of them (1% of a PTB step).
     """
     if grad_clip is not None:
-        total_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        if bool(torch.isfinite(total_norm)):
+        total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        finite = bool(torch.isfinite(total_norm))
+        if not finite or grad_clip / (float(total_norm) + 1e-6) < 1.0:
+            torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total_norm)
+        if finite:
             return True
     return all(bool(torch.isfinite(p.grad).all()) for p in params)
 

@@ -370,7 +370,12 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, dist_context: distribute
     stop = progress.finished
     while not stop and progress.epoch < cfg.epochs:
         batches = bucketed_batches(
-            train_split.lengths, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=progress.epoch
+            train_split.lengths,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            epoch=progress.epoch,
+            pool_batches=cfg.bucket_pool_batches,
         )
         if dist_context.enabled:  # a global batch smaller than the number of processes would leave one idle
             batches = [b for b in batches if len(b) >= dist_context.world_size]

@@ -51,14 +51,23 @@ def collate(rows: Sequence[Sequence[int]], indices: Sequence[int], pad_id: int) 
 
 
 def bucketed_batches(
-    lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, pool_batches: int = 50
+    lengths: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    pool_batches: int | None = None,
 ) -> list[np.ndarray]:
     """Index batches of similar lengths.
 
     Without shuffling: the whole split sorted by length (stable), cut into batches. With
     shuffling: a seeded permutation (a function of ``seed`` and ``epoch`` only, so a resumed run
-    sees the same order), cut into pools of ``pool_batches`` batches, each pool sorted by length
-    and cut into batches, and the batches shuffled.
+    sees the same order), cut into pools of ``pool_batches`` batches (default: one pool, the whole
+    split), each pool sorted by length and cut into batches, and the batches shuffled. With one
+    pool, nearly every batch holds sentences of one length, drawn at random among those of that
+    length, as in He et al. 2019's code: on PTB 0.1% of the tokens a batch computes are padding,
+    against 3.8% with pools of 50 batches.
     """
     n = len(lengths)
     if not shuffle:
@@ -66,7 +75,7 @@ def bucketed_batches(
         return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(n)
-    pool = batch_size * pool_batches
+    pool = max(1, n if pool_batches is None else batch_size * pool_batches)
     batches = []
     for start in range(0, n, pool):
         chunk = order[start : start + pool]
