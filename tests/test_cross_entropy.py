@@ -1,0 +1,57 @@
+"""textvae.cross_entropy: the fused output layer + cross-entropy and its reused logit buffers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from textvae import cross_entropy
+from textvae.cross_entropy import linear_cross_entropy
+
+
+def _check(layer, rows: int, chunk_rows: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(rows, layer.in_features, generator=generator, requires_grad=True)
+    targets = torch.randint(layer.out_features, (rows,), generator=generator)
+    upstream = torch.rand(rows, generator=generator)
+    plain = F.cross_entropy(layer(hidden), targets, reduction="none")
+    want = torch.autograd.grad((plain * upstream).sum(), (hidden, layer.weight, layer.bias))
+    fused = linear_cross_entropy(hidden, layer, targets, chunk_rows=chunk_rows)
+    got = torch.autograd.grad((fused * upstream).sum(), (hidden, layer.weight, layer.bias))
+    torch.testing.assert_close(fused, plain)
+    for got_grad, want_grad in zip(got, want, strict=True):
+        torch.testing.assert_close(got_grad, want_grad)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(hidden, layer, targets), plain.detach())
+
+
+def test_reused_buffers_give_every_call_its_own_right_answer(monkeypatch):
+    """Larger, smaller, then larger again, with evaluation calls between: a buffer handed back by one
+    call and taken by the next must not carry anything over."""
+    monkeypatch.setattr(cross_entropy, "_POOL_ROWS", 8)
+    monkeypatch.setattr(cross_entropy, "_POOL", cross_entropy._BufferPool(cross_entropy.POOL_BYTES))
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5, 13)
+    for seed, (rows, chunk_rows) in enumerate([(20, 6), (7, 3), (33, 8), (1, 1), (20, 20)]):
+        _check(layer, rows, chunk_rows, seed)
+    assert 1 <= len(cross_entropy._POOL.free) <= 2  # about one buffer of the largest call's size, not one per call
+
+
+def test_no_rows_give_no_loss_and_zero_gradients():
+    layer = torch.nn.Linear(4, 9)
+    hidden = torch.zeros(0, 4, requires_grad=True)
+    nll = linear_cross_entropy(hidden, layer, torch.zeros(0, dtype=torch.long))
+    assert nll.shape == (0,)
+    grad_weight, grad_bias = torch.autograd.grad(nll.sum(), (layer.weight, layer.bias))
+    assert not grad_weight.any() and not grad_bias.any()
+
+
+def test_the_pool_keeps_no_more_than_its_budget():
+    pool = cross_entropy._BufferPool(max_bytes=100 * 4)
+    like = torch.zeros(1)
+    first, second = pool.take(60, like), pool.take(60, like)
+    pool.give_back(first)
+    pool.give_back(second)  # 120 floats would pass the budget of 100
+    assert len(pool.free) == 1
+    assert pool.take(50, like) is first
+    assert pool.take(80, like).numel() == 80  # nothing free fits: a new buffer
