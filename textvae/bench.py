@@ -27,7 +27,7 @@ Rows of the table (figure | baseline | ratio):
 6. memory: peak RSS while training and while evaluating IW-NLL on PTB and on a synthetic corpus
    10× larger (PTB training sentences drawn with replacement, memory-mapped like any corpus), with
    batches of the same shapes on both (sentences of one long length), and of IW-NLL at K = 50 and
-   K = 500.
+   K = 500, both in chunks of 50 samples.
 
 FLOPs are counted analytically (``train_flops``, ``iw_flops``): 2 × the multiply–accumulates of
 every matrix product on the real tokens (padding is not useful work), ×3 for training. See
@@ -692,13 +692,16 @@ def _memory_length(split: EncodedSplit, batch_size: int) -> int:
 
 def bench_memory(corpora: dict[str, Corpus], sizes: Sizes, device: torch.device) -> dict:
     """Peak RSS while training (``memory_steps`` steps) and while evaluating IW-NLL (one batch), on
-    the base corpus and on the scaled one, with batches of the same shapes on both (sentences of
-    one long length, ``_memory_length`` of the base corpus); IW-NLL at a small K and at the bench's
-    K. Smaller before larger, so that growth would show as a higher peak."""
+        the base corpus and on the scaled one, with batches of the same shapes on both (sentences of
+        one long length, ``_memory_length`` of the base corpus); IW-NLL at a small K and at the bench's
+        K, both in chunks of the small K's size. Smaller before larger, so that growth would show as a
+    higher peak."""
     results = {}
     base = next(iter(corpora.values()))
     train_length = _memory_length(base.train, sizes.batch_size)
     test_length = _memory_length(base.test, sizes.iw_batch_size)
+    # one chunk size for every IW run, no larger than the small K: memory must not depend on K
+    memory_chunk = min(sizes.iw_chunk, sizes.iw_small_samples)
     for name, corpus in corpora.items():
         batches = _batches_of_length(
             corpus.train, train_length, sizes.batch_size, sizes.memory_steps, corpus.vocab.pad_id
@@ -717,9 +720,10 @@ def bench_memory(corpora: dict[str, Corpus], sizes: Sizes, device: torch.device)
         model = _build(vae_spec(sizes), corpus.vocab, device).eval()
         batch = _batches_of_length(corpus.test, test_length, sizes.iw_batch_size, 1, corpus.vocab.pad_id)
         with PeakMemory(device) as memory:
-            _toolkit_iw(model, batch, num_samples, sizes.iw_chunk, device)
+            _toolkit_iw(model, batch, num_samples, memory_chunk, device)
         results[key] = {**memory.record(), "iw_samples": num_samples, "corpus": name}
     results["train_sentence_length"], results["iw_sentence_length"] = train_length, test_length
+    results["iw_chunk"] = memory_chunk
     return results
 
 
@@ -965,7 +969,7 @@ def table(results: dict) -> str:
     small_k, large_k = results["iw_peak_rss_mb_small_k"], results["iw_peak_rss_mb_large_k"]
     rows.append(
         _ratio_row(
-            f"peak RSS, IW-NLL K = {iw['iw_samples']} (chunks of {iw['iw_chunk']})",
+            f"peak RSS, IW-NLL K = {iw['iw_samples']} (chunks of {memory['iw_chunk']})",
             f"{large_k:,.0f} MB",
             f"{small_k:,.0f} MB (K = {sizes['iw_small_samples']})",
             large_k / small_k,
