@@ -48,6 +48,7 @@ import platform
 import random
 import re
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -267,6 +268,8 @@ class Clock:
         self.device, self.matmul_size = device, matmul_size
         self.peak_gflops = 0.0
         self.matmul_samples: list[float] = []
+        # the latest ``interleaved`` call, round by round: each run's seconds and the matmul rate after
+        self.last_rounds: list[dict] = []
         generator = torch.Generator(device=device).manual_seed(0)
         self._a = torch.randn(matmul_size, matmul_size, generator=generator, device=device)
         self._b = torch.randn(matmul_size, matmul_size, generator=generator, device=device)
@@ -298,10 +301,12 @@ class Clock:
         for work in runs.values():
             work()
         best = dict.fromkeys(runs, math.inf)
+        self.last_rounds = []
         for _ in range(rounds):
-            for name, work in runs.items():
-                best[name] = min(best[name], self.time(work))
-            self.matmul()
+            seconds = {name: self.time(work) for name, work in runs.items()}
+            for name, value in seconds.items():
+                best[name] = min(best[name], value)
+            self.last_rounds.append({"seconds": seconds, "matmul_gflops": self.matmul()})
         return best
 
 
@@ -507,6 +512,8 @@ def bench_training(clock: Clock, corpus: Corpus, sizes: Sizes, reference) -> dic
                 reference.train_step(twin, twin_optimizer, batch.tokens, batch.lengths, 5.0)
 
         best = clock.interleaved({"toolkit": toolkit_run, "reference": reference_run}, sizes.rounds)
+        # each round's FLOP/s over the matmul rate measured right after it: the machine's state shared
+        round_ratios = [flops / r["seconds"]["toolkit"] / 1e9 / r["matmul_gflops"] for r in clock.last_rounds]
         results[name] = {
             "tokens": tokens,
             "steps": len(batches),
@@ -516,6 +523,8 @@ def bench_training(clock: Clock, corpus: Corpus, sizes: Sizes, reference) -> dic
             "gflops": flops / best["toolkit"] / 1e9,
             "reference_seconds": best["reference"],
             "reference_tokens_per_s": tokens / best["reference"],
+            "round_ratios": round_ratios,
+            "median_round_ratio": statistics.median(round_ratios),
         }
         log.info(
             "training %s: %.0f tokens/s (%.1f GFLOP/s), reference %.0f tokens/s",
@@ -813,6 +822,7 @@ def run(
         "train_flops_per_token": sgd["flops"] / sgd["tokens"],
         "train_gflops": sgd["gflops"],
         "train_peak_fraction": sgd["gflops"] / clock.peak_gflops,
+        "train_adjacent_matmul_fraction": sgd["median_round_ratio"],
         "train_tokens_per_s_reference": sgd["reference_tokens_per_s"],
         "train_reference_ratio": sgd["tokens_per_s"] / sgd["reference_tokens_per_s"],
         "train_adam_tokens_per_s": adam["tokens_per_s"],
@@ -888,6 +898,17 @@ def table(results: dict) -> str:
                 f"≥ {TARGETS['train']}" if not name else "",
             )
         )
+        if not name:
+            training = details["training"]["sgd"]
+            rows.append(
+                _ratio_row(
+                    f"training, {label}: FLOP/s, each round beside the matmul right after it "
+                    f"(median of {len(training['round_ratios'])})",
+                    "",
+                    "that matmul",
+                    training["median_round_ratio"],
+                )
+            )
         rows.append(
             _ratio_row(
                 f"training, {label}: tokens/s",
