@@ -45,6 +45,20 @@ def test_bucketed_batches_cover_every_sentence_once_and_group_lengths():
     assert any(len(a) != len(b) or (a != b).any() for a, b in zip(batches, other, strict=False))
 
 
+def test_default_bucketing_sorts_the_whole_split_so_batches_hold_one_length():
+    """One pool (the default): a batch spans a run of the length-sorted split, so each boundary
+    between two lengths lies inside at most one batch; and the epoch still changes the batches."""
+    lengths = np.random.default_rng(0).integers(3, 60, size=1003)
+    batches = bucketed_batches(lengths, 32, shuffle=True, seed=1, epoch=0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1003))
+    boundaries_inside = sum(len(set(lengths[b].tolist())) - 1 for b in batches)
+    assert boundaries_inside <= len(set(lengths.tolist())) - 1
+    pooled = bucketed_batches(lengths, 32, shuffle=True, seed=1, epoch=0, pool_batches=10)
+    assert sum(len(set(lengths[b].tolist())) - 1 for b in pooled) > boundaries_inside
+    other = bucketed_batches(lengths, 32, shuffle=True, seed=1, epoch=1)
+    assert any(len(a) != len(b) or (a != b).any() for a, b in zip(batches, other, strict=False))
+
+
 def test_files_corpus_with_labels_truncation_and_blank_lines(tmp_path):
     (tmp_path / "train.txt").write_text("1\tthe cat sat\n\n2\tthe dog sat down today\nthe cat\n")
     (tmp_path / "valid.txt").write_text("the cat sat\n")
