@@ -36,7 +36,7 @@ class _BufferPool:
     the backward pass. Freed and allocated afresh every step, its pages go back to the operating
     system (glibc trims the top of its heap) and are faulted in again, zero-filled: ~4,000 page
     faults a step, a few ms. Backward hands the buffer back here and the next forward takes it.
-    A new buffer is rounded up to ``_POOL_ROWS`` rows of the widest use; when none of the free ones
+    A new buffer's rows are rounded up to a multiple of ``_POOL_ROWS``; when none of the free ones
     fits, they are dropped before a larger one is made, so the pool holds about one buffer of the
     largest batch's size (never more than ``POOL_BYTES`` free). On a GPU the caching allocator
     already does this.
