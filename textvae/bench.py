@@ -701,9 +701,9 @@ def _memory_length(split: EncodedSplit, batch_size: int) -> int:
 
 def bench_memory(corpora: dict[str, Corpus], sizes: Sizes, device: torch.device) -> dict:
     """Peak RSS while training (``memory_steps`` steps) and while evaluating IW-NLL (one batch), on
-        the base corpus and on the scaled one, with batches of the same shapes on both (sentences of
-        one long length, ``_memory_length`` of the base corpus); IW-NLL at a small K and at the bench's
-        K, both in chunks of the small K's size. Smaller before larger, so that growth would show as a
+    the base corpus and on the scaled one, with batches of the same shapes on both (sentences of one
+    long length, ``_memory_length`` of the base corpus); IW-NLL at a small K and at the bench's K,
+    both in chunks of the small K's size. Smaller before larger, so that growth would show as a
     higher peak."""
     results = {}
     base = next(iter(corpora.values()))
