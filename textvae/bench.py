@@ -13,7 +13,8 @@ Rows of the table (figure | baseline | ratio):
 2. training on PTB train batches, SGD lr 1.0 (He et al. 2019; the headline) and Adam lr 1e-3:
    target tokens/s of the toolkit's step (the ``standard`` strategy: forward, honest terms,
    objective, backward, finiteness check, gradient clipping at 5, optimizer step, the loop's
-   running sums), its FLOP/s against the matmul peak, and tokens/s of the plain-PyTorch step of
+   running sums), its FLOP/s against the matmul peak (and, per round, against the matmul measured
+   right after that round: the median of those ratios), and tokens/s of the plain-PyTorch step of
    ``benchmarks/reference_step.py`` on the same batches from the same weights.
 3. remedies: the quickstart stack (KL annealing + word dropout + free bits + bag-of-words) against
    the plain VAE step; IAF and aggressive training (He et al. 2019) each on its own row.
@@ -21,7 +22,8 @@ Rows of the table (figure | baseline | ratio):
    ``textvae.evaluate.importance_log_weights`` (two batches of 32 sentences drawn from the
    length-sorted test set, as ``textvae eval`` batches it; the encoder once per sentence; the
    decoder's embedding-side input projection shared by the K samples) against
-   ``benchmarks/naive_iw_nll.py`` (one sentence at a time, 100 samples per pass), in turns.
+   ``benchmarks/naive_iw_nll.py`` (one sentence at a time, 100 samples per pass), in turns, each
+   batch timed twice and its best time kept.
 5. decoders at equal width (512): tokens/s and FLOP/s of the LSTM decoder and of each dilated-CNN
    preset (Yang et al. 2017), in a VAE with an LSTM encoder of 256, Adam.
 6. memory: peak RSS while training and while evaluating IW-NLL on PTB and on a synthetic corpus
