@@ -132,10 +132,17 @@ def check_image_shape(image_shape: tuple[int, int, int], divisor: int, model: st
     return channels, height, width
 
 
-def check_positive(**values: int | float) -> None:
-    for name, value in values.items():
+def check_vq_settings(
+    hidden_dim: int, residual_hidden_dim: int, num_residual_blocks: int, commitment_weight: float, reconstruction: str
+) -> None:
+    """The settings VQ-VAE and VQ-VAE-2 share, or a one-line error."""
+    for name, value in (("hidden_dim", hidden_dim), ("residual_hidden_dim", residual_hidden_dim)):
         if value <= 0:
             raise TextVAEError(f"{name} must be positive, got {value}")
+    if num_residual_blocks < 0 or commitment_weight < 0:
+        raise TextVAEError("num_residual_blocks and commitment_weight must not be negative")
+    if reconstruction not in ("bernoulli", "mse"):
+        raise TextVAEError(f"reconstruction must be 'bernoulli' or 'mse', got {reconstruction!r}")
 
 
 @register("image_model", "vqvae", context=IMAGE_CONTEXT)
@@ -169,11 +176,7 @@ class VQVAE(nn.Module):
     ):
         super().__init__()
         channels, height, width = check_image_shape(image_shape, 4, "vqvae")
-        check_positive(hidden_dim=hidden_dim, residual_hidden_dim=residual_hidden_dim)
-        if num_residual_blocks < 0 or commitment_weight < 0:
-            raise TextVAEError("num_residual_blocks and commitment_weight must not be negative")
-        if reconstruction not in ("bernoulli", "mse"):
-            raise TextVAEError(f"reconstruction must be 'bernoulli' or 'mse', got {reconstruction!r}")
+        check_vq_settings(hidden_dim, residual_hidden_dim, num_residual_blocks, commitment_weight, reconstruction)
         self.image_shape = (channels, height, width)
         self.code_shape = (height // 4, width // 4)  # (h, w)
         self.num_codes = num_codes  # the range of code_indices

@@ -41,7 +41,7 @@ from textvae.image.models.vqvae import (
     ConvEncoder,
     ResidualStack,
     check_image_shape,
-    check_positive,
+    check_vq_settings,
     reconstruction_term,
 )
 from textvae.registry import register
@@ -82,11 +82,7 @@ class VQVAE2(nn.Module):
         if bottom_downsample not in (2, 4):
             raise TextVAEError(f"bottom_downsample must be 2 or 4, got {bottom_downsample}")
         channels, height, width = check_image_shape(image_shape, bottom_downsample, "vqvae2")
-        check_positive(hidden_dim=hidden_dim, residual_hidden_dim=residual_hidden_dim)
-        if num_residual_blocks < 0 or commitment_weight < 0:
-            raise TextVAEError("num_residual_blocks and commitment_weight must not be negative")
-        if reconstruction not in ("bernoulli", "mse"):
-            raise TextVAEError(f"reconstruction must be 'bernoulli' or 'mse', got {reconstruction!r}")
+        check_vq_settings(hidden_dim, residual_hidden_dim, num_residual_blocks, commitment_weight, reconstruction)
         bottom_shape = (height // bottom_downsample, width // bottom_downsample)
         top_shape = ((bottom_shape[0] + 1) // 2, (bottom_shape[1] + 1) // 2)
         if min(bottom_shape) < 2:
