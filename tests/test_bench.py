@@ -185,6 +185,39 @@ def test_a_non_finite_gradient_is_still_caught_when_clipping_checks_it():
     assert torch.equal(huge.detach(), torch.ones(3))
 
 
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda params: torch.optim.SGD(params, lr=0.7),  # clipping folded into the learning rate
+        lambda params: torch.optim.SGD(params, lr=0.7, momentum=0.9),  # gradients clipped in place
+        lambda params: torch.optim.SGD(params, lr=0.7, weight_decay=0.1),
+        lambda params: torch.optim.Adam(params, lr=0.7),
+    ],
+)
+def test_a_clipped_update_is_clip_grad_norm_then_step(make_optimizer):
+    """Whether clipping is folded into plain SGD's learning rate or applied to the gradients, the
+    parameters move as after ``clip_grad_norm_`` and ``step``, and the learning rate is unchanged."""
+    torch.manual_seed(0)
+    start = torch.randn(2, 5)
+    data = torch.randn(2, 5)
+
+    def loss_of(param):
+        return ((param - data) ** 2).sum() * 40.0  # gradient norm far above the clip of 1
+
+    mine, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    optimizer, their_optimizer = make_optimizer([mine]), make_optimizer([theirs])
+    context = StepContext(torch.nn.ParameterList([mine]), optimizer, 1.0, 0, 1, None)
+    for _ in range(3):
+        assert apply_update(context, loss_of(mine))
+        their_optimizer.zero_grad()
+        loss_of(theirs).backward()
+        torch.nn.utils.clip_grad_norm_([theirs], 1.0)
+        their_optimizer.step()
+        torch.testing.assert_close(mine.detach(), theirs.detach())
+    assert optimizer.param_groups[0]["lr"] == 0.7
+    assert not torch.equal(mine.detach(), start)
+
+
 @pytest.fixture
 def restore_threads():
     threads = torch.get_num_threads()

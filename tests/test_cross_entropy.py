@@ -55,3 +55,39 @@ def test_the_pool_keeps_no_more_than_its_budget():
     assert len(pool.free) == 1
     assert pool.take(50, like) is first
     assert pool.take(80, like).numel() == 80  # nothing free fits: a new buffer
+
+
+def _padded_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` (c, V) as ``_logit_scratch`` holds them: (c, W) with −inf padding columns."""
+    scratch, _ = cross_entropy._logit_scratch(logits.shape[0], logits.shape[1], logits)
+    scratch[:, : logits.shape[1]] = logits
+    return scratch
+
+
+def test_a_target_probability_below_the_smallest_float_still_gives_the_exact_loss():
+    """p_y = exp(−200) underflows float32: −log p_y would be inf, the loss must be 200 (+ log Σ)."""
+    width = 21  # not a multiple of 16: padding columns exist
+    logits = torch.zeros(3, width)
+    logits[0, 5] = 200.0  # target 0 of row 0 is exp(−200) below the rest
+    logits[1, 2] = -200.0  # row 1's target itself is tiny
+    logits[2] = torch.linspace(-3, 3, width)  # an ordinary row
+    targets = torch.tensor([[0], [2], [7]])
+    want = F.cross_entropy(logits, targets.squeeze(1), reduction="none")
+    want_probs = torch.softmax(logits, dim=1)
+    assert torch.isfinite(want).all() and want[0] > 199 and want[1] > 199
+    for sync_free in (False, True):
+        scratch = _padded_logits(logits)
+        out = torch.full_like(scratch, float("nan"))
+        nll = cross_entropy._softmax_rows(scratch, targets, width, out, sync_free)
+        torch.testing.assert_close(nll, want)
+        torch.testing.assert_close(out[:, :width], want_probs)
+        assert not out[:, width:].any()  # the padding's probability is exactly zero
+
+
+def test_huge_logits_train_with_finite_loss_and_the_plain_gradients():
+    """A layer whose logits are hundreds apart: the fused loss and gradients equal the plain ones."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 19)
+    with torch.no_grad():
+        layer.weight.mul_(400.0)
+    _check(layer, rows=12, chunk_rows=5, seed=3)

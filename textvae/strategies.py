@@ -72,11 +72,53 @@ def apply_update(ctx: StepContext, loss: torch.Tensor, only: set[int] | None = N
             if id(param) not in only:
                 param.grad = None  # torch optimizers skip parameters without a gradient
         params = [p for p in params if id(p) in only]
-    if not _gradients_finite(params, ctx.grad_clip):
+    clip_scale = _clip_or_fold(params, ctx.grad_clip, ctx.optimizer)
+    if clip_scale is None:
         ctx.optimizer.zero_grad(set_to_none=True)
         return False
-    ctx.optimizer.step()
+    if clip_scale < 1.0:
+        with _scaled_lr(ctx.optimizer, clip_scale):
+            ctx.optimizer.step()
+    else:
+        ctx.optimizer.step()
     return True
+
+
+def _lr_scaling_is_clipping(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether multiplying the learning rate by s is the same update as multiplying the gradients by
+    s: plain SGD, p ← p − lr·g, without momentum or weight decay (both see the gradient itself)."""
+    return type(optimizer) is torch.optim.SGD and all(
+        group["momentum"] == 0 and group["weight_decay"] == 0 for group in optimizer.param_groups
+    )
+
+
+@contextmanager
+def _scaled_lr(optimizer: torch.optim.Optimizer, scale: float):
+    """Every group's learning rate times ``scale`` inside the block, restored after it."""
+    saved = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * scale
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, saved, strict=True):
+            group["lr"] = lr
+
+
+def _clip_or_fold(params: list[nn.Parameter], grad_clip: float | None, optimizer: torch.optim.Optimizer):
+    """Clip the gradients to norm ``grad_clip`` (if set). Returns None when a gradient is not finite,
+    else the scale still to apply through the learning rate (1.0: nothing left to apply).
+
+    For plain SGD (``_lr_scaling_is_clipping``) clipping is folded into the step: the learning rate
+    is scaled instead of every gradient, which saves a pass over all of them (about 1% of a PTB
+    step); the gradients are then left unclipped. Otherwise the gradients are scaled in place and
+    1.0 is returned.
+    """
+    if grad_clip is not None and _lr_scaling_is_clipping(optimizer):
+        total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if torch.isfinite(total_norm):
+            return min(1.0, grad_clip / (float(total_norm) + 1e-6))  # clip_grad_norm_'s coefficient
+    return 1.0 if _gradients_finite(params, grad_clip) else None
 
 
 def _gradients_finite(params: list[nn.Parameter], grad_clip: float | None) -> bool:
