@@ -103,8 +103,8 @@ def _most_chunk_rows(width: int, like: Tensor) -> int:
 
 
 def _chunk_rows(num_rows: int, width: int, like: Tensor) -> int:
-    """Rows per chunk of logits: at most ``_most_chunk_rows``, spread evenly (3,200 rows: 7 chunks
-    of 458, not 6 of 512 and one of 128)."""
+    """Rows per chunk of logits: at most ``_most_chunk_rows``, spread evenly (at most 1,638: 3,400
+    rows make 3 chunks of 1,134, not 2 of 1,638 and one of 124)."""
     most = _most_chunk_rows(width, like)
     chunks = max(1, -(-num_rows // most))
     return -(-num_rows // chunks) if num_rows else most
