@@ -170,7 +170,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     (One product of inner size N runs faster than several of the chunks' size: here 168 against 155
     GFLOP/s for ∂L/∂W of a PTB batch.) Same values and gradients as
     ``F.cross_entropy(F.linear(h, W, b), y, reduction="none")``, up to float rounding; the memory
-    kept for backward is the (N, V) of G, as the unfused path keeps its (N, V) log-softmax.
+    kept for backward is the (N, V) of G, as the unfused path keeps its (N, V) log-softmax, and the
+    scratch chunk (at most ``LOGIT_CHUNK_BYTES``) goes back to the pool when forward ends.
     """
 
     @staticmethod
