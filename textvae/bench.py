@@ -706,9 +706,9 @@ def bench_memory(corpora: dict[str, Corpus], sizes: Sizes, device: torch.device)
     the base corpus and on the scaled one, with batches of the same shapes on both (sentences of one
     long length, ``_memory_length`` of the base corpus); IW-NLL at a small K and at the bench's K,
     both in chunks of the small K's size, after one unmeasured pass at the small K (it makes the
-    reused logit buffers and lets the allocator's heap reach its working size, which would
-    otherwise count against whichever K ran first: ~40–100 MB here). Smaller before larger, so that
-    growth would show as a higher peak."""
+    reused logit buffers and lets the allocator's heap settle at its working size: without it the
+    heap's growth over the first passes showed as a peak ~40–100 MB higher for whichever K ran
+    second). Smaller before larger, so that growth with K would show as a higher peak."""
     results = {}
     base = next(iter(corpora.values()))
     train_length = _memory_length(base.train, sizes.batch_size)
