@@ -109,37 +109,33 @@ def _clip_or_fold(params: list[nn.Parameter], grad_clip: float | None, optimizer
     """Clip the gradients to norm ``grad_clip`` (if set). Returns None when a gradient is not finite,
     else the scale still to apply through the learning rate (1.0: nothing left to apply).
 
-    For plain SGD (``_lr_scaling_is_clipping``) clipping is folded into the step: the learning rate
-    is scaled instead of every gradient, which saves a pass over all of them (about 1% of a PTB
-    step); the gradients are then left unclipped. Otherwise the gradients are scaled in place and
-    1.0 is returned.
-    """
-    if grad_clip is not None and _lr_scaling_is_clipping(optimizer):
-        total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        if torch.isfinite(total_norm):
-            return min(1.0, grad_clip / (float(total_norm) + 1e-6))  # clip_grad_norm_'s coefficient
-    return 1.0 if _gradients_finite(params, grad_clip) else None
-
-
-def _gradients_finite(params: list[nn.Parameter], grad_clip: float | None) -> bool:
-    """Clip the gradients to norm ``grad_clip`` (if set); True when every gradient is finite.
-
-    With clipping, the total norm clipping computes anyway answers the question in the same pass
-    over the gradients: a finite norm means finite gradients. Only a non-finite norm (an inf or
-    nan, or finite gradients whose squares overflow) needs the elementwise check, which then sees
-    the clipped gradients, just as when checking came first: inf·0 and nan stay non-finite, finite
+    The total norm clipping computes anyway answers the finiteness question in the same pass over
+    the gradients: a finite norm means finite gradients. Only a non-finite norm (an inf or nan, or
+    finite gradients whose squares overflow) needs the elementwise check, which then sees the
+    clipped gradients, just as when checking came first: inf·0 and nan stay non-finite, finite
     values scaled by 0 are finite (that update is zero, as before).
 
-    The gradients are scaled only when the scale (``clip_grad_norm_``'s max_norm / (norm + 1e-6))
-    is below 1: multiplying every gradient by 1 is a pass over all of them (1% of a PTB step).
+    Nothing is scaled when the scale (``clip_grad_norm_``'s max_norm / (norm + 1e-6)) is at least 1:
+    multiplying every gradient by 1 is a pass over all of them (1% of a PTB step). For plain SGD
+    (``_lr_scaling_is_clipping``) a scale below 1 is returned, to be applied through the learning
+    rate, and the gradients are left unclipped; otherwise the gradients are scaled in place.
     """
-    if grad_clip is not None:
-        total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        finite = bool(torch.isfinite(total_norm))
-        if not finite or grad_clip / (float(total_norm) + 1e-6) < 1.0:
-            torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total_norm)
-        if finite:
-            return True
+    if grad_clip is None:
+        return 1.0 if _all_finite(params) else None
+    total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if torch.isfinite(total_norm):
+        scale = grad_clip / (float(total_norm) + 1e-6)
+        if scale >= 1.0:
+            return 1.0
+        if _lr_scaling_is_clipping(optimizer):
+            return scale
+        torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total_norm)
+        return 1.0
+    torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total_norm)
+    return 1.0 if _all_finite(params) else None
+
+
+def _all_finite(params: list[nn.Parameter]) -> bool:
     return all(bool(torch.isfinite(p.grad).all()) for p in params)
 
 
