@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py [--quick] [--json OUT] [--threads N] [--device cpu|cuda]
 
-``textvae bench`` (``textvae/bench.py``) times the training step (SGD and Adam) and IW-NLL at
+``textvae bench`` (``textvae/bench/``) times the training step (SGD and Adam) and IW-NLL at
 K = 500 beside their baselines in the same process: the matmul peak of the machine, the
 plain-PyTorch step of ``benchmarks/reference_step.py`` and the one-sentence-at-a-time IW-NLL of
 ``benchmarks/naive_iw_nll.py``. Its options replace this script's old ones.

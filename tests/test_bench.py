@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tests.conftest import REPO, tiny_vae_spec
 from textvae import bench, cli
+from textvae.bench import references
 from textvae.cross_entropy import linear_cross_entropy
 from textvae.data.batching import collate
 from textvae.evaluate import importance_log_weights, samples_log_likelihood
@@ -255,7 +256,7 @@ def test_bench_command_writes_every_figure(tmp_path, capsys, restore_threads):
 
 
 def test_bench_without_the_benchmarks_folder_is_a_one_line_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "benchmarks")
+    monkeypatch.setattr(references, "BENCHMARKS", tmp_path / "benchmarks")
     assert cli.main(["bench", "--sizes", "tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("textvae: error:") and "benchmarks" in err[0]
