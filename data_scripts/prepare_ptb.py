@@ -26,8 +26,12 @@ import logging
 import sys
 from pathlib import Path
 
-from _common import CARD_NAME, Parser, PrepareError, count_lines, write_atomically
-from _common import download as download_url
+from _cli import Parser
+from _datacard import CARD_NAME
+from _documents import count_lines
+from _errors import PrepareError
+from _fetch import download as download_url
+from _writing import write_atomically
 
 log = logging.getLogger("prepare_ptb")
 

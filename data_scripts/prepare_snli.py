@@ -42,29 +42,14 @@ import sys
 import zipfile
 from pathlib import Path
 
-from _common import (
-    CARD_NAME,
-    LENGTH_NOTE,
-    PUBLISHED_SPLIT,
-    SPLITS,
-    Document,
-    Parser,
-    PrepareError,
-    add_io_arguments,
-    all_verified,
-    card_bytes,
-    check_out_is_not_source,
-    decode_utf8,
-    download,
-    read_file,
-    run_prepare,
-    setup_logging,
-    sha256_hex,
-    source_entry,
-    splits_card,
-    text_lines,
-    write_atomically,
-)
+from _checksums import all_verified, sha256_hex, source_entry
+from _cli import Parser, add_io_arguments, run_prepare, setup_logging
+from _datacard import CARD_NAME, LENGTH_NOTE, card_bytes, splits_card
+from _documents import Document, decode_utf8, text_lines
+from _errors import PrepareError
+from _fetch import check_out_is_not_source, download, read_file
+from _splitting import PUBLISHED_SPLIT, SPLITS
+from _writing import write_atomically
 
 PROG = "prepare_snli"
 DEFAULT_URL = "https://nlp.stanford.edu/projects/snli/snli_1.0.zip"

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import sys
 
-from _common import SPLITS, YangCorpus, yang_main
+from _splitting import SPLITS
+from _yang import YangCorpus, yang_main
 
 PROG = "prepare_yahoo"
 # The staged copies' origin; it holds valid, test and vocab.txt but no train file (use --resplit-from).

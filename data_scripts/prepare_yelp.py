@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import sys
 
-from _common import SPLITS, YangCorpus, yang_main
+from _splitting import SPLITS
+from _yang import YangCorpus, yang_main
 
 PROG = "prepare_yelp"
 # Yang et al.'s files as committed with Implicit-LVM (Fang et al. 2019), which also carries Yang et

@@ -37,34 +37,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _common import (
-    CARD_NAME,
-    LENGTH_NOTE,
+from _checksums import all_verified, source_entry
+from _cli import Parser, add_io_arguments, positive_int, run_prepare, setup_logging
+from _datacard import CARD_NAME, LENGTH_NOTE, card_bytes, splits_card
+from _documents import Document, decode_utf8, read_documents
+from _errors import PrepareError
+from _fetch import check_out_is_not_source, check_source_dir, fetch
+from _splitting import (
     PUBLISHED_SPLIT,
     SPLITS,
-    Document,
-    Parser,
-    PrepareError,
     Resplit,
-    add_io_arguments,
     add_resplit_arguments,
-    all_verified,
     apply_resplit,
-    card_bytes,
-    check_out_is_not_source,
-    check_source_dir,
-    decode_utf8,
-    fetch,
-    positive_int,
-    read_documents,
     resplit_card,
     resplit_from_args,
-    run_prepare,
-    setup_logging,
-    source_entry,
-    splits_card,
-    write_atomically,
 )
+from _writing import write_atomically
 
 PROG = "prepare_yelp_short"
 DEFAULT_URL = (
