@@ -36,6 +36,7 @@ from textvae.checkpoint import atomic_write_text
 from textvae.config import Recipe, apply_override, deep_merge, read_recipe_tables, read_toml
 from textvae.errors import TextVAEError
 from textvae.image.config import ImageRecipe, any_recipe_from_dict
+from textvae.mps import MPSDaemon, cuda_wanted
 
 log = logging.getLogger(__name__)
 
@@ -270,12 +271,17 @@ def run_ablation(
         # the variants with a non-standard strategy (aggressive training) cost the most: start them first
         todo.sort(key=lambda item: getattr(item[0].recipe, "strategy", {}).get("type", "standard") == "standard")
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(
-            max_workers=jobs,
-            mp_context=get_context("spawn"),
-            initializer=_exit_with_parent,
-            initargs=(os.getpid(),),
-        ) as pool:
+        # on a GPU the rows share it through the MPS daemon (started here if none runs, stopped after)
+        cuda = cuda_wanted(getattr(v.recipe.train, "device", "auto") for v, _, _ in todo)
+        with (
+            MPSDaemon(cuda=cuda, jobs=min(jobs, len(todo))),
+            ProcessPoolExecutor(
+                max_workers=jobs,
+                mp_context=get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            ) as pool,
+        ):
             futures = [pool.submit(_run_and_save, v, s, d, threads) for v, s, d in todo]
             for future in as_completed(futures):
                 record(future.result())
