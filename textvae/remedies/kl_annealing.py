@@ -11,12 +11,18 @@ Schedules (the weight w multiplies the KL term of the objective; reported number
   (the Optimus variant, Li et al. 2020). After ``total``, w = 1.
 
 t counts optimizer steps, or epochs (fractional: step / steps per epoch) when ``unit = "epoch"``.
+``step`` may be a float64 tensor on the device (``textvae.graph_step``): the weight is then a device
+tensor computed by the same float64 operations, so a captured step follows the schedule without
+reading the step back (``weight_tensor``).
 """
 
 from __future__ import annotations
 
 import math
 from typing import Literal
+
+import torch
+from torch import Tensor
 
 from textvae.errors import TextVAEError
 from textvae.objective import ElboTerms, Objective
@@ -89,7 +95,34 @@ class KLAnnealing(Remedy):
             return 1.0 / (1.0 + math.exp(-12.0 * (u - 0.5)))
         return u
 
-    def adjust(self, objective: Objective, terms: ElboTerms, *, step: int, steps_per_epoch: int) -> Objective:
-        t = step / steps_per_epoch if self.unit == "epoch" else float(step)
-        objective.weights["kl"] = objective.weights.get("kl", 1.0) * self.weight(t)
+    def weight_tensor(self, t: Tensor) -> Tensor:
+        """``weight(t)`` for a 0-dim float64 tensor t, as a tensor on t's device, without reading t.
+
+        The same IEEE float64 operations as ``weight`` (min → clamp, % → fmod for t ≥ 0, branches →
+        ``torch.where``); exp and cos come from torch instead of libm (equal within 1 ulp)."""
+        one = torch.ones_like(t)
+        if self.schedule == "linear":
+            return torch.clamp(self.start + (1.0 - self.start) * t / self.warmup, max=1.0)
+        if self.schedule == "sigmoid":
+            return 1.0 / (1.0 + torch.exp(-self.steepness * (t - self.midpoint)))
+        period = self.total / self.cycles
+        tau = torch.fmod(t, period) / period
+        u = (tau - self.zero_ratio) / (self.ratio - self.zero_ratio)
+        if self.shape == "cosine":
+            ramp = 0.5 - 0.5 * torch.cos(math.pi * u)
+        elif self.shape == "sigmoid":
+            ramp = 1.0 / (1.0 + torch.exp(-12.0 * (u - 0.5)))
+        else:
+            ramp = u
+        ramp = torch.where(tau > self.ratio, one, torch.where(tau < self.zero_ratio, torch.zeros_like(t), ramp))
+        return torch.where(t >= self.total, one, ramp)
+
+    def adjust(self, objective: Objective, terms: ElboTerms, *, step, steps_per_epoch) -> Objective:
+        """``step`` and ``steps_per_epoch``: ints, or float64 device tensors (a sync-free step)."""
+        if isinstance(step, Tensor):
+            t = step / steps_per_epoch if self.unit == "epoch" else step
+            weight = self.weight_tensor(t)
+        else:
+            weight = self.weight(step / steps_per_epoch if self.unit == "epoch" else float(step))
+        objective.weights["kl"] = objective.weights.get("kl", 1.0) * weight
         return objective
