@@ -91,3 +91,27 @@ def test_huge_logits_train_with_finite_loss_and_the_plain_gradients():
     with torch.no_grad():
         layer.weight.mul_(400.0)
     _check(layer, rows=12, chunk_rows=5, seed=3)
+
+
+def test_the_dense_path_a_graph_can_capture_gives_the_masked_sums():
+    """dense=True (every position through the output layer, padding zeroed): bit for bit when nothing
+    is padded; equal up to rounding with padding, gradients included."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 13)
+    hidden = torch.randn(3, 5, 6, requires_grad=True)  # (B, T, H)
+    targets = torch.randint(0, 13, (3, 5))
+    full = torch.ones(3, 5, dtype=torch.bool)
+    padded = torch.arange(5) < torch.tensor([[5], [2], [3]])
+    for mask, exact in ((full, True), (padded, False)):
+        results = []
+        for dense in (False, True):
+            hidden.grad, layer.weight.grad = None, None
+            nll = cross_entropy.sequence_nll(layer, hidden, targets, mask, dense=dense)  # (B,)
+            nll.sum().backward()
+            results.append((nll.detach(), hidden.grad.clone(), layer.weight.grad.clone()))
+        for sparse_value, dense_value in zip(*results, strict=True):
+            if exact:
+                assert torch.equal(sparse_value, dense_value)
+            else:
+                torch.testing.assert_close(sparse_value, dense_value, rtol=1e-6, atol=1e-6)
+        assert torch.equal(results[1][1][~mask], torch.zeros_like(results[1][1][~mask]))  # padding: no gradient

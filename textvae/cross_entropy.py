@@ -259,13 +259,25 @@ def token_nll(logits_fn, hidden: Tensor, targets: Tensor) -> Tensor:
     return torch.cat([F.cross_entropy(logits_fn(h), t, reduction="none") for h, t in slices])
 
 
-def sequence_nll(logits_fn, hidden: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+def sequence_nll(logits_fn, hidden: Tensor, targets: Tensor, mask: Tensor, dense: bool | None = None) -> Tensor:
     """Negative log-likelihood of each sequence, summed over its real target tokens, (B,).
 
     ``hidden`` is (B, T, H), ``targets`` and ``mask`` (B, T). Only real (unmasked) positions go
     through the output layer ``logits_fn`` (H → V) and the cross-entropy (``token_nll``), so
     padding costs nothing.
+
+    Selecting the real positions (``hidden[mask]``) makes the host wait for the device to count
+    them, which a CUDA graph cannot capture. So when training on a GPU (``dense`` by default: a
+    non-CPU device with gradients on) every position goes through the output layer and the padded
+    ones are zeroed: the same sums (bit for bit on a CPU when nothing is padded; equal-length
+    batches are the training default), at the cost of computing the padding's logits.
     """
-    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[mask]  # (N,)
+    if dense is None:
+        dense = hidden.device.type != "cpu" and torch.is_grad_enabled()
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)  # (B, T)
+    if dense:
+        nll = token_nll(logits_fn, hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1))  # (B·T,)
+        nll = torch.where(mask.reshape(-1), nll, torch.zeros_like(nll))
+        return hidden.new_zeros(targets.shape[0]).index_add_(0, rows.reshape(-1), nll)
     nll = token_nll(logits_fn, hidden[mask], targets[mask])  # (N,)
-    return hidden.new_zeros(targets.shape[0]).index_add_(0, rows, nll)
+    return hidden.new_zeros(targets.shape[0]).index_add_(0, rows[mask], nll)
