@@ -71,7 +71,13 @@ name = "LM"
 recipe = "lm.toml"
 [[variants]]
 name = "VAE"
-paper = {{iw_nll = 12.5}}
+[variants.paper]
+paper = "Test et al."
+table = "Table 1"
+row = "VAE"
+tag = "V-text"
+expected = {{iw_nll = 12.5}}
+tolerance = {{iw_nll = 0.5}}
 [[variants]]
 name = "+free bits +annealing"
 [[variants.remedies]]
@@ -111,11 +117,14 @@ def test_ablation_rows_tables_plots_and_resume(tmp_path, corpus):
         "train_seconds",
     ):
         assert key in vae[0], key
-    assert vae[0]["paper"] == {"iw_nll": 12.5}
+    assert vae[0]["paper"]["expected"] == {"iw_nll": 12.5} and vae[0]["paper"]["tag"] == "V-text"
+    assert vae[0]["verdict"]["status"] == "not comparable" and "capped at 6 steps" in vae[0]["verdict"]["reason"]
+    assert vae[0]["train_epochs"] >= 1 and vae[0]["device"] == "cpu" and len(vae[0]["date"]) == 10
     assert vae[0]["iw_nll"] != vae[1]["iw_nll"]  # the seeds differ
     assert "nll" in good[0] and "iw_nll" not in good[0]  # the LM row reports its exact NLL
     table = (out / "results.md").read_text()
-    assert "| VAE | 2 |" in table and "±" in table and "paper iw_nll" in table and "12.5" in table
+    assert "| VAE | 2 |" in table and "±" in table and "| published | verdict |" in table
+    assert "IW-NLL 12.50 [V-text]" in table and "Test et al., Table 1, VAE" in table
     assert "broken: " in table
     csv_lines = (out / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("variant,seeds,failed,iw_nll_mean,iw_nll_std") and len(csv_lines) == 5

@@ -5,7 +5,8 @@ nats and bits/dim, ELBO, KL, AU, MI, reconstruction error and codebook perplexit
 
 An ablation file (TOML) names a ``base`` recipe and lists ``[[variants]]``. A variant has a
 ``name``, optionally its own ``recipe`` file instead of the base, optionally the published
-numbers it reproduces (``paper = {iw_nll = ..., kl = ...}``), and any recipe tables (``model``,
+row it reproduces (``paper = {paper = ..., table = ..., row = ..., tag = ..., expected = {...}, tolerance
+= {...}}`` or the finding as ``expect = [...]``: ``textvae.reproduction``), and any recipe tables (``model``,
 ``[[variants.remedies]]``, ``strategy``, ``train``, ...) merged over its recipe, so the diff
 between two variants is the ablation row. Every variant is validated before anything runs.
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 ROW_METRICS = ["iw_nll", "ppl_iw", "elbo", "rec", "kl", "mi_batch", "mi_full", "au", "nll", "ppl"]
 IMAGE_ROW_METRICS = ["bits_per_dim", "recon_mse", "recon_bce", "codebook_perplexity"]  # image rows only
 ROW_METRICS += IMAGE_ROW_METRICS
+ROW_METRICS += ["mi_batch_se", "mi_full_se"]  # Monte-Carlo standard errors of the MI estimates
 _VARIANT_KEYS = {"name", "recipe", "paper", "description"}
 _TOP_KEYS = {"base", "description", "seeds", "variants"}
 
@@ -52,7 +54,7 @@ class Variant:
     name: str
     slug: str  # its directory name
     recipe: Recipe | ImageRecipe
-    paper: dict[str, float] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)  # textvae.reproduction.reference_spec
 
 
 def _slug(name: str) -> str:
@@ -87,15 +89,28 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[list[Var
         for assignment in overrides:
             apply_override(raw, assignment)
         recipe = any_recipe_from_dict(raw, source=f"{where} ({name})")
-        paper = raw_variant.get("paper", {})
-        if not isinstance(paper, dict) or not all(isinstance(v, int | float) for v in paper.values()):
-            raise TextVAEError(f"{where} ({name}): 'paper' must be a table of numbers")
         slug = _slug(name)
         if slug in slugs:
             raise TextVAEError(f"{where}: variant name {name!r} is used twice")
         slugs.add(slug)
-        variants.append(Variant(name, slug, recipe, {k: float(v) for k, v in paper.items()}))
+        variants.append(Variant(name, slug, recipe, _variant_reference(raw_variant, recipe, f"{where} ({name})")))
     return variants, seeds
+
+
+def _variant_reference(raw_variant: dict, recipe: Recipe | ImageRecipe, where: str) -> dict[str, Any]:
+    """The published row a variant reproduces (``textvae.reproduction.reference_spec``): its own
+    ``paper`` table (the fields of ``[reference]``), else its recipe's ``[reference]`` when the
+    variant changes nothing that trains (so "+annealing" over a VAE recipe does not cite the VAE's row)."""
+    from textvae.config import ReferenceConfig, _dataclass_from
+    from textvae.reproduction import reference_spec
+
+    if "paper" in raw_variant:
+        reference = _dataclass_from(ReferenceConfig, raw_variant["paper"], f"{where}: paper")
+    elif "reference" in raw_variant or not set(raw_variant) & {"model", "remedies", "strategy", "train", "data"}:
+        reference = recipe.reference
+    else:
+        return {}
+    return reference_spec(reference, recipe.to_dict())
 
 
 def _with_seed(recipe: Recipe | ImageRecipe, seed: int) -> Recipe | ImageRecipe:
@@ -195,8 +210,29 @@ def _run_and_save(variant: Variant, seed: int, run_dir: Path, threads: int | Non
         log.error("variant %s seed %d failed:\n%s", variant.name, seed, traceback.format_exc())
         row = {"variant": variant.name, "seed": seed, "error": f"{type(err).__name__}: {err}"}
     if "error" not in row:
+        row.update(_budget(variant, run_dir))
         atomic_write_text(run_dir / "result.json", json.dumps(row, indent=2))
     return row
+
+
+def _budget(variant: Variant, run_dir: Path) -> dict[str, Any]:
+    """What a verdict needs besides the metrics: epochs trained (from metrics.jsonl), where and when."""
+    import datetime
+
+    import torch
+
+    from textvae.plots import read_metrics
+
+    records = read_metrics(run_dir / "metrics.jsonl")
+    epochs = [r["epoch"] for r in records if "epoch" in r]
+    wanted = getattr(variant.recipe.train, "device", "auto")
+    cuda = wanted != "cpu" and torch.cuda.is_available()
+    return {
+        "train_epochs": max(epochs) + 1 if epochs else None,  # epochs started (the last may be partial)
+        "stopped_on_time": any(r.get("stopped_on_time") for r in records),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+    }
 
 
 def run_ablation(
@@ -297,21 +333,28 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One line per variant (in row order): mean and std over seeds of every metric, and the paper values."""
+    """One line per variant (in row order): mean and std over seeds of every metric, the budget,
+    the published row it cites (``paper``) and its verdict (``textvae.reproduction``)."""
+    from textvae.reproduction import summary_verdicts
+
     names = list(dict.fromkeys(row["variant"] for row in rows))
     summary = []
     for name in names:
         group = [r for r in rows if r["variant"] == name and "error" not in r]
         failed = [r for r in rows if r["variant"] == name and "error" in r]
         line: dict[str, Any] = {"variant": name, "seeds": len(group), "failed": len(failed)}
-        for key in [*ROW_METRICS, "train_seconds"]:
+        for key in [*ROW_METRICS, "train_seconds", "train_steps", "train_epochs"]:
             values = [r[key] for r in group if r.get(key) is not None]
             if values:
                 line[key] = _mean_std([float(v) for v in values])
         line["paper"] = (group or failed)[0].get("paper", {}) if (group or failed) else {}
+        line["device"] = ", ".join(sorted({r["device"] for r in group if r.get("device")})) or None
+        line["date"] = max((r["date"] for r in group if r.get("date")), default=None)
+        line["stopped_on_time"] = any(r.get("stopped_on_time") for r in group)
         if failed:
             line["error"] = failed[0]["error"]
         summary.append(line)
+    summary_verdicts(summary)
     return summary
 
 
@@ -341,32 +384,67 @@ def _fmt(pair: tuple[float, float] | None, digits: int, seeds: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if seeds > 1 else "")
 
 
+def _mi_cell(line: dict[str, Any], key: str, digits: int) -> str:
+    """An MI cell, marked † when it reads as estimator noise (``textvae.reproduction.mi_is_noise``)."""
+    from textvae.reproduction import mi_is_noise
+
+    cell = _fmt(line.get(key), digits, line["seeds"])
+    se, kl = line.get(f"{key}_se"), line.get("kl")
+    if key in line and mi_is_noise(line[key][0], se[0] if se else None, kl[0] if kl else None):
+        cell += " †"
+    return cell
+
+
 def results_markdown(summary: list[dict[str, Any]]) -> str:
+    """The table: mean (± std over seeds) of each metric, then the published row and the verdict
+    when a variant cites one; below it the verdicts' reasons and the published rows in full."""
+    from textvae.reproduction import published_short, published_text
+
     used = [c for c in _MD_COLUMNS if any(c[0] in line for line in summary)]
-    papers = sorted({k for line in summary for k in line.get("paper", {})})
-    header = ["variant", "seeds", *(title for _, title, _ in used), *(f"paper {k}" for k in papers)]
+    cited = any(line.get("paper") for line in summary)
+    header = ["variant", "seeds", *(title for _, title, _ in used), *(["published", "verdict"] if cited else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for line in summary:
         cells = [line["variant"], str(line["seeds"]) + (f" ({line['failed']} failed)" if line["failed"] else "")]
-        # with one seed a count (AU) is printed as the integer it is
-        cells += [
-            _fmt(line.get(key), 0 if key == "au" and line["seeds"] == 1 else digits, line["seeds"])
-            for key, _, digits in used
-        ]
-        cells += [f"{line['paper'][k]:g}" if k in line.get("paper", {}) else "—" for k in papers]
+        for key, _, digits in used:  # with one seed a count (AU) is printed as the integer it is
+            digits = 0 if key == "au" and line["seeds"] == 1 else digits
+            cell = _mi_cell(line, key, digits) if key.startswith("mi_") else _fmt(line.get(key), digits, line["seeds"])
+            cells.append(cell)
+        if cited:
+            cells += [published_short(line.get("paper", {})), line.get("verdict", {}).get("status", "—")]
         lines.append("| " + " | ".join(cells) + " |")
+    notes = []
+    if any("†" in row for row in lines[2:]):
+        notes.append("† MI within two standard errors of 0, or above the KL (I(x; z) ≤ KL): estimator noise.")
+    reasons = [
+        f"- {line['variant']}: **{line['verdict']['status']}**: {line['verdict']['reason']}. "
+        f"Published: {published_text(line['paper'])}."
+        for line in summary
+        if "verdict" in line
+    ]
     errors = [f"- {line['variant']}: {line['error']}" for line in summary if "error" in line]
-    return "\n".join(lines + (["", "Failed:", *errors] if errors else []))
+    return "\n".join(
+        lines
+        + (["", *notes] if notes else [])
+        + (["", "Verdicts:", *reasons] if reasons else [])
+        + (["", "Failed:", *errors] if errors else [])
+    )
 
 
 def results_csv(summary: list[dict[str, Any]]) -> str:
     # the image columns only when a row has them: a text ablation's CSV keeps its columns
+    from textvae.reproduction import published_text
+
     keys = [k for k, _, _ in _MD_COLUMNS if k not in IMAGE_ROW_METRICS or any(k in line for line in summary)]
-    lines = [",".join(["variant", "seeds", "failed", *(f"{k}_mean,{k}_std" for k in keys)])]
+    extra = ["published", "verdict", "verdict_reason"]
+    lines = [",".join(["variant", "seeds", "failed", *(f"{k}_mean,{k}_std" for k in keys), *extra])]
     for line in summary:
         cells = [json.dumps(line["variant"]), str(line["seeds"]), str(line["failed"])]
         for key in keys:
             cells += [f"{line[key][0]:.6g}", f"{line[key][1]:.6g}"] if key in line else ["", ""]
+        verdict = line.get("verdict", {})
+        published = published_text(line["paper"]) if line.get("paper") else ""
+        cells += [json.dumps(published), json.dumps(verdict.get("status", "")), json.dumps(verdict.get("reason", ""))]
         lines.append(",".join(cells))
     return "\n".join(lines) + "\n"
 
@@ -374,6 +452,10 @@ def results_csv(summary: list[dict[str, Any]]) -> str:
 def write_results(out_dir: Path, rows: list[dict[str, Any]], variants: list[Variant] | None = None) -> None:
     """results.json (every row), results.md and results.csv (mean ± std over seeds), and the plots."""
     summary = summarize(rows)
+    verdicts = {line["variant"]: line["verdict"] for line in summary if "verdict" in line}
+    for row in rows:  # every seed's row carries its variant's verdict (over the mean of the seeds)
+        if row["variant"] in verdicts and "error" not in row:
+            row["verdict"] = verdicts[row["variant"]]
     atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=2))
     atomic_write_text(out_dir / "results.md", results_markdown(summary) + "\n")
     atomic_write_text(out_dir / "results.csv", results_csv(summary))

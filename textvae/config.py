@@ -151,18 +151,29 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """The published number a recipe reproduces: paper, table, row, expected values, tolerance."""
+    """The published row a recipe reproduces: paper, table, row, the tag of ../shared/papers.md, and
+    expected values with their tolerance or the published finding as checks (``textvae.reproduction``)."""
 
     paper: str = ""
     table: str = ""
     row: str = ""
     expected: dict[str, float] = field(default_factory=dict)
-    tolerance: dict[str, float] = field(default_factory=dict)
+    tolerance: dict[str, float] = field(default_factory=dict)  # reproduced: |measured − expected| ≤ tolerance
+    expect: tuple[str, ...] = ()  # the published finding as checks, e.g. "kl < 0.1"
+    finding: str = ""  # that finding in words
+    dataset: str = ""  # the paper's data; published values compare only to rows trained on it
+    epochs: int | None = None  # the paper's training budget; rows with less are not comparable
     notes: str = ""
+    tag: str = ""  # how the published value was verified: V-text, V-code, V-2nd, V-calc
 
 
 @dataclass(frozen=True)
 class Recipe:
+    def __post_init__(self):
+        from textvae.reproduction import check_reference  # it names this class's fields
+
+        check_reference(self)
+
     data: DataConfig
     model: dict[str, Any]  # a validated "model" component table
     remedies: tuple[dict[str, Any], ...]  # validated "remedy" component tables, in recipe order

@@ -26,7 +26,8 @@ def plot_kl_per_dim(kl_per_dim: Sequence[float], path: Path, title: str, active:
     plt.close(figure)
 
 
-def _read_metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl ([] when there is none)."""
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -47,7 +48,7 @@ def plot_ablation(out_dir: Path, rows: Sequence[dict], slugs: dict[str, str]) ->
     for index, name in enumerate(latent):  # a language model has neither KL nor MI to show
         style = {"color": palette[index % 20], "linestyle": "-" if index < 20 else "--"}
         seed = min(r["seed"] for r in finished if r["variant"] == name)
-        records = _read_metrics(out_dir / slugs[name] / f"seed{seed}" / "metrics.jsonl")
+        records = read_metrics(out_dir / slugs[name] / f"seed{seed}" / "metrics.jsonl")
         train = [r for r in records if r["event"] == "train"]
         valid = [r for r in records if r["event"] == "valid" and "mi" in r]
         if train:
