@@ -108,7 +108,8 @@ def _device(decoder, z: Tensor | None) -> torch.device:
     """Where decoding runs: z's device, else the decoder's parameters' (a language model)."""
     if z is not None:
         return z.device
-    return next(iter(decoder.parameters())).device
+    parameters = getattr(decoder, "parameters", None)
+    return next(iter(parameters())).device if parameters is not None else torch.get_default_device()
 
 
 @torch.no_grad()
@@ -163,7 +164,9 @@ def _beam_search(
 
     Length penalty (EOS-aware): a hypothesis of n tokens, its EOS counted when it has one, ranks by
     log p / n ** ``length_penalty``; hypotheses still live at ``max_len`` compete with the finished ones
-    by the same rule. Candidates banned by a constraint (log p = −inf) are never kept."""
+    by the same rule. Candidates banned by a constraint (log p = −inf) are never kept. The search stops early
+    once ``beam_size`` hypotheses have finished and none of the live ones ranks above the last of them now
+    (exact for a penalty of 0, where scores only fall; ``transformers``' heuristic otherwise)."""
     width = settings.beam_size
     device = _device(decoder, z)
     state = decoder.initial_state(z, 1)
@@ -192,7 +195,7 @@ def _beam_search(
                 next_tokens.append(token)
                 next_scores.append(score)
                 next_histories.append([*histories[row], token])
-        if len(finished) >= width or not next_rows:
+        if not next_rows or _beam_done(finished, max(next_scores) / (step + 1) ** settings.length_penalty, width):
             break
         state = decoder.reorder_state(state, torch.tensor(next_rows, device=device))
         tokens, scores, histories = (
@@ -208,3 +211,10 @@ def _beam_search(
     if not finished:  # every continuation banned: the best live hypothesis
         return histories[int(scores.argmax())]
     return max(finished, key=lambda item: item[0])[1]
+
+
+def _beam_done(finished: list[tuple[float, list[int]]], best_live: float, width: int) -> bool:
+    """True when ``width`` hypotheses have finished and the best live one ranks below the width-th of them."""
+    if len(finished) < width:
+        return False
+    return best_live <= sorted((score for score, _ in finished), reverse=True)[width - 1]
