@@ -119,6 +119,10 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None = torch's default
     max_nonfinite_in_a_row: int = 10  # stop when this many batches in a row give a non-finite loss or gradient
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: this process's GPU if CUDA is available
+    # the training step captured as CUDA graphs (textvae.graph_cache): "auto" = on for a CUDA device when the
+    # recipe's parts support it (single process, a strategy and model that capture), true = on (an error where
+    # it cannot be), false = the uncaptured step
+    cuda_graphs: bool | Literal["auto"] = "auto"
 
     def __post_init__(self):
         counts = ("batch_size", "epochs", "max_steps", "early_stop_patience", "validate_every_steps")
