@@ -22,14 +22,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from textvae import metrics
-from textvae.cross_entropy import token_nll
-from textvae.data.batching import bucketed_batches, iterate_batches
+from textvae.cross_entropy import linear_cross_entropy, output_layer_of, token_nll
+from textvae.data.batching import Batch, bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
 from textvae.distributions import standard_normal_log_prob
 from textvae.errors import TextVAEError
+from textvae.eval_device import (
+    PRECISIONS,
+    decoder_autocast,
+    logit_chunk_rows,
+    matmul_precision,
+    module_device,
+    pass_rows,
+)
 from textvae.objective import elbo_terms
 
 log = logging.getLogger(__name__)
@@ -38,11 +47,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EvalSettings:
     iw_samples: int = 500
-    iw_chunk_size: int = 100
-    batch_size: int = 32
+    iw_chunk_size: int = 100  # samples drawn per call (the random stream); on a CPU also per decoder pass
+    batch_size: int = 32  # sentences per encoder pass (and per minibatch of He et al.'s MI)
     max_sentences: int | None = None
     seed: int = 0
     progress_bar: bool = True
+    matmul_precision: str = "fp32"  # fp32 | tf32 | bf16 (``eval_device.matmul_precision``)
 
     def __post_init__(self):
         for name in ("iw_samples", "iw_chunk_size", "batch_size"):
@@ -50,6 +60,9 @@ class EvalSettings:
                 raise TextVAEError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
         if self.max_sentences is not None and self.max_sentences < 1:
             raise TextVAEError(f"max-sentences must be ≥ 1, got {self.max_sentences}")
+        if self.matmul_precision not in PRECISIONS:
+            choices = ", ".join(PRECISIONS)
+            raise TextVAEError(f"matmul-precision must be one of {choices}, got {self.matmul_precision!r}")
 
 
 def select_sentences(split: EncodedSplit, max_sentences: int | None, seed: int) -> np.ndarray:
@@ -69,23 +82,30 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model, split: EncodedSplit, pad_id: int, settings: EvalSettings = EvalSettings()) -> EvalResult:
+    """Every metric of the module docstring, computed on the model's device (move the model first):
+    sums stay tensors there and are read once at the end."""
     model.eval()
+    device = module_device(model)
     chosen = select_sentences(split, settings.max_sentences, settings.seed)
     lengths = split.lengths[chosen]
     batches = [chosen[b] for b in bucketed_batches(lengths, settings.batch_size, shuffle=False)]
-    generator = torch.Generator().manual_seed(settings.seed)
     started = time.perf_counter()
     bar = tqdm(
         total=len(chosen), desc=f"eval {split.name}", unit="sent", disable=None if settings.progress_bar else True
     )
-    if model.has_latent:
-        result = _evaluate_vae(model, split, batches, chosen, pad_id, settings, generator, bar)
-    else:
-        result = _evaluate_lm(model, split, batches, pad_id, bar)
+    with matmul_precision(settings.matmul_precision, device):
+        if model.has_latent:
+            result = _evaluate_vae(model, split, batches, chosen, pad_id, settings, device, bar)
+        else:
+            result = _evaluate_lm(model, split, batches, pad_id, device, bar)
     bar.close()
+    if model.has_latent and settings.matmul_precision != "fp32":
+        result.metrics["matmul_precision_check"] = precision_check(model, split, batches[0], pad_id, settings)
     _add_per_word_perplexity(result.metrics, int(split.words_per_sentence[chosen].sum()) + len(chosen))
     result.metrics["eval_seconds"] = time.perf_counter() - started
     result.metrics["split"] = split.name
+    result.metrics["device"] = str(device)
+    result.metrics["matmul_precision"] = settings.matmul_precision
     return result
 
 
@@ -103,133 +123,309 @@ def _add_per_word_perplexity(result: dict, num_words: int) -> None:
         result["ppl_elbo_word"] = metrics.perplexity(-result["elbo"] * n, num_words)
 
 
-def _evaluate_lm(model, split, batches, pad_id, bar) -> EvalResult:
-    total_nll, total_tokens, num_sentences = 0.0, 0, 0
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch on ``device``; to a GPU from pinned memory without waiting (no host synchronisation)."""
+    if device.type != "cuda":
+        return batch.to(device)
+    tensors = (batch.tokens, batch.lengths, batch.indices)
+    return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in tensors))
+
+
+def _device_index(indices: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host indices as an int64 tensor on ``device``, copied without waiting for the device."""
+    index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
+    return index if device.type == "cpu" else index.pin_memory().to(device, non_blocking=True)
+
+
+def _evaluate_lm(model, split, batches, pad_id, device, bar) -> EvalResult:
+    total_nll = torch.zeros((), dtype=torch.float64, device=device)
+    total_tokens = torch.zeros((), dtype=torch.long, device=device)
+    num_sentences = 0
     for batch in iterate_batches(split, batches, pad_id):
-        out = model(batch)
-        total_nll += float(out.rec.sum())
-        total_tokens += int(out.num_tokens.sum())
+        out = model(to_device(batch, device))
+        total_nll += out.rec.sum().double()
+        total_tokens += out.num_tokens.sum()
         num_sentences += len(batch)
         bar.update(len(batch))
+    nll, tokens = float(total_nll), int(total_tokens)  # the one read of the device
     return EvalResult(
         metrics={
             "kind": "lm",
-            "nll": total_nll / num_sentences,
-            "ppl": metrics.perplexity(total_nll, total_tokens),
+            "nll": nll / num_sentences,
+            "ppl": metrics.perplexity(nll, tokens),
             "num_sentences": num_sentences,
-            "num_tokens": total_tokens,
+            "num_tokens": tokens,
         },
         means=None,
         logvars=None,
     )
 
 
-def importance_log_weights(model, batch, inference, num_samples: int, chunk_size: int, generator) -> torch.Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q(z|x): (K, B).
+@dataclass
+class ImportanceDraws:
+    """K samples z_k ~ q(z|x) of a batch and their log densities, drawn before any decoder pass."""
 
-    The encoder ran once (``inference``); the decoder runs on ``chunk_size`` samples at a time, so
-    memory does not grow with K. With a posterior flow, q(z|x) includes its log-determinant.
-    """
-    chunks = []
+    z: torch.Tensor  # (K, B, D)
+    log_prior: torch.Tensor  # (K, B): log N(z_k; 0, I)
+    log_q: torch.Tensor  # (K, B): log q(z_k|x), with a posterior flow's log-determinant
+
+
+def draw_importance_samples(model, inference, num_samples: int, chunk_size: int, generator) -> ImportanceDraws:
+    """K = ``num_samples`` draws from q(z|x), ``chunk_size`` per call of the posterior (so the random
+    stream, hence the numbers, do not depend on how the decoder passes are sized)."""
+    zs, priors, log_qs = [], [], []
     for start in range(0, num_samples, chunk_size):
         count = min(chunk_size, num_samples - start)
         z, log_q_per_dim = model.sample_latent(inference, count, generator)  # (c, B, D) each
-        log_px_z = samples_log_likelihood(model, batch, z)  # (c, B)
-        chunks.append(log_px_z + standard_normal_log_prob(z) - log_q_per_dim.sum(-1))
-    return torch.cat(chunks)  # (K, B)
+        zs.append(z)
+        priors.append(standard_normal_log_prob(z))
+        log_qs.append(log_q_per_dim.sum(-1))
+    return ImportanceDraws(torch.cat(zs), torch.cat(priors), torch.cat(log_qs))
 
 
-def samples_log_likelihood(model, batch, z: torch.Tensor) -> torch.Tensor:
+def importance_log_weights(
+    model,
+    batch,
+    inference,
+    num_samples: int,
+    chunk_size: int,
+    generator,
+    *,
+    pass_samples: int | None = None,
+    precision: str = "fp32",
+    host_lengths: np.ndarray | None = None,
+    logit_rows: int | None = None,
+) -> torch.Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q(z|x): (K, B), float32.
+
+    The encoder ran once (``inference``); the samples are drawn ``chunk_size`` at a time and the
+    decoder runs on ``pass_samples`` of them at a time (default ``chunk_size``), so memory does not
+    grow with K. With a posterior flow, q(z|x) includes its log-determinant.
+    """
+    draws = draw_importance_samples(model, inference, num_samples, chunk_size, generator)
+    log_px_z = decoder_log_likelihood(
+        model, batch, draws.z, pass_samples or chunk_size, precision, host_lengths, logit_rows
+    )
+    return log_px_z + draws.log_prior - draws.log_q
+
+
+def decoder_log_likelihood(
+    model, batch, z: torch.Tensor, pass_samples: int, precision: str, host_lengths=None, logit_rows=None
+) -> torch.Tensor:
+    """log p(x|z_k) for z (K, B, D), ``pass_samples`` samples per decoder pass: (K, B), float32."""
+    parts = [
+        samples_log_likelihood(model, batch, chunk, host_lengths, logit_rows, precision)
+        for chunk in z.split(pass_samples)
+    ]
+    return torch.cat(parts).float()
+
+
+def _step_nll(decoder, hidden: torch.Tensor, targets: torch.Tensor, logit_rows: int | None, precision: str):
+    """−log p(y|h) per row, (N,): ``token_nll``; on a GPU the fused output layer in chunks of
+    ``logit_rows``; with ``bf16`` the output layer under bfloat16 autocast (its log-softmax in float32)."""
+    if precision == "bf16":
+        with decoder_autocast(precision, hidden.device):
+            return token_nll(decoder.logits, hidden, targets).float()
+    layer = output_layer_of(decoder.logits)
+    if logit_rows is None or layer is None or hidden.dtype != layer.weight.dtype:
+        return token_nll(decoder.logits, hidden, targets)
+    return linear_cross_entropy(hidden, layer, targets, chunk_rows=logit_rows)
+
+
+def samples_log_likelihood(
+    model,
+    batch,
+    z: torch.Tensor,
+    host_lengths: np.ndarray | None = None,
+    logit_rows: int | None = None,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """log p(x|z_k) for z (K, B, D): (K, B), what ``model.log_likelihood(batch, z)`` gives.
 
     For a ``SequenceVAE`` whose decoder can share work across samples (``sample_hidden_steps``, the
     LSTM decoder), the decoder steps through time on all K·B rows at once and each step's real
     tokens go straight through the output layer, so memory is one step of hidden states and one
-    chunk of logits, whatever the sentence length."""
+    chunk of logits, whatever the sentence length. Which sentences have a target at step t comes
+    from ``host_lengths`` (the batch's lengths on the host), so the device is never asked."""
     from textvae.models.vae import SequenceVAE  # the model package imports this module's neighbours
 
     decoder = getattr(model, "decoder", None)
     steps = getattr(decoder, "sample_hidden_steps", None)
     if steps is None or type(model).log_likelihood is not SequenceVAE.log_likelihood:
-        return model.log_likelihood(batch, z)
+        with decoder_autocast(precision, z.device):
+            return model.log_likelihood(batch, z).float()
     num_samples, batch_size, _ = z.shape
-    log_px_z = z.new_zeros(num_samples, batch_size)  # (K, B)
+    log_px_z = z.new_zeros(num_samples, batch_size, dtype=torch.float32)  # (K, B)
     targets = batch.targets  # (B, T)
-    target_lengths = batch.lengths - 1  # (B,)
-    shortest = int(target_lengths.min())  # steps at which every sentence has a target (one host sync)
+    target_lengths = (batch.lengths.cpu().numpy() if host_lengths is None else np.asarray(host_lengths)) - 1  # (B,)
+    shortest = int(target_lengths.min())  # steps at which every sentence has a target
     for t, hidden in enumerate(steps(batch.decoder_inputs, z)):  # hidden (K, B, H)
         if t < shortest:  # every sentence: no copy
             step_hidden = hidden.reshape(-1, hidden.shape[-1])  # (K·B, H)
-            nll = token_nll(decoder.logits, step_hidden, targets[:, t].repeat(num_samples))  # (K·B,)
+            nll = _step_nll(decoder, step_hidden, targets[:, t].repeat(num_samples), logit_rows, precision)  # (K·B,)
             log_px_z.sub_(nll.view(num_samples, batch_size))
             continue
-        present = (target_lengths > t).nonzero().squeeze(1)  # sentences with a target at step t, (b,)
-        if present.numel() == 0:
+        host_present = np.flatnonzero(target_lengths > t)  # sentences with a target at step t, (b,)
+        if host_present.size == 0:
             break
+        present = _device_index(host_present, z.device)
         step_hidden = hidden.index_select(1, present).reshape(-1, hidden.shape[-1])  # (K·b, H)
-        nll = token_nll(decoder.logits, step_hidden, targets[present, t].repeat(num_samples))  # (K·b,)
-        log_px_z.index_add_(1, present, nll.view(num_samples, -1), alpha=-1.0)
+        nll = _step_nll(decoder, step_hidden, targets[present, t].repeat(num_samples), logit_rows, precision)  # (K·b,)
+        log_px_z.index_add_(1, present, nll.view(num_samples, -1).float(), alpha=-1.0)
     return log_px_z
 
 
-def _evaluate_vae(model, split, batches, chosen, pad_id, settings, generator, bar) -> EvalResult:
-    position = {int(i): p for p, i in enumerate(chosen)}  # split index → row in the outputs
-    latent_dim = model.latent_dim
-    means = torch.zeros(len(chosen), latent_dim)
-    logvars = torch.zeros(len(chosen), latent_dim)
-    sums = {"rec": 0.0, "kl": 0.0, "iw_nll": 0.0, "iw_nll_sq": 0.0, "mc_se": 0.0}
-    kl_per_dim = torch.zeros(latent_dim, dtype=torch.float64)
-    total_tokens, num_sentences, mi_batch_weighted = 0, 0, 0.0
-    for batch in iterate_batches(split, batches, pad_id):
+@dataclass
+class _Pending:
+    """A batch whose samples are drawn and whose decoder pass waits for more rows (on a GPU)."""
+
+    batch: Batch  # on the device
+    host_lengths: np.ndarray  # (B,)
+    draws: ImportanceDraws
+
+
+def _merge(pending: list[_Pending], pad_id: int) -> tuple[Batch, np.ndarray, ImportanceDraws]:
+    """One batch of every pending batch's sentences (padded to the longest), its lengths and draws."""
+    if len(pending) == 1:
+        return pending[0].batch, pending[0].host_lengths, pending[0].draws
+    width = max(p.batch.tokens.shape[1] for p in pending)
+    tokens = torch.cat([F.pad(p.batch.tokens, (0, width - p.batch.tokens.shape[1]), value=pad_id) for p in pending])
+    batch = Batch(tokens, torch.cat([p.batch.lengths for p in pending]), torch.cat([p.batch.indices for p in pending]))
+    fields = ("z", "log_prior", "log_q")
+    draws = ImportanceDraws(*(torch.cat([getattr(p.draws, f) for p in pending], dim=1) for f in fields))
+    return batch, np.concatenate([p.host_lengths for p in pending]), draws
+
+
+class _VaeSums:
+    """Running sums of a VAE evaluation, as float64 / int64 tensors on the device (read once, at the end)."""
+
+    NAMES = ("rec", "kl", "iw_nll", "iw_nll_sq", "mc_se", "mi_batch")
+
+    def __init__(self, latent_dim: int, device: torch.device):
+        self.sums = {name: torch.zeros((), dtype=torch.float64, device=device) for name in self.NAMES}
+        self.kl_per_dim = torch.zeros(latent_dim, dtype=torch.float64, device=device)
+        self.tokens = torch.zeros((), dtype=torch.long, device=device)
+
+    def add_iw(self, log_weights: torch.Tensor) -> None:
+        """The IW-NLL of each sentence of a pass from its log weights (K, B): log-sum-exp in float32."""
+        log_weights = log_weights.float()
+        iw_nll = -metrics.iw_log_likelihood(log_weights)  # (B,)
+        self.sums["iw_nll"] += iw_nll.sum().double()
+        self.sums["iw_nll_sq"] += (iw_nll.double() ** 2).sum()
+        if log_weights.shape[0] > 1:
+            self.sums["mc_se"] += metrics.iw_monte_carlo_se(log_weights).sum().double()
+
+    def read(self) -> tuple[dict[str, float], np.ndarray, int]:
+        return {k: float(v) for k, v in self.sums.items()}, self.kl_per_dim.cpu().numpy(), int(self.tokens)
+
+
+def _flush(model, pending: list[_Pending], pad_id: int, settings: EvalSettings, plan: tuple, sums: _VaeSums) -> None:
+    """The decoder passes of the pending batches (merged into one batch of sentences), their IW sums."""
+    budget, logit_rows = plan
+    batch, host_lengths, draws = _merge(pending, pad_id)
+    num_samples = draws.z.shape[0]
+    pass_samples = settings.iw_chunk_size if budget is None else max(1, min(num_samples, budget // len(batch)))
+    log_px_z = decoder_log_likelihood(
+        model, batch, draws.z, pass_samples, settings.matmul_precision, host_lengths, logit_rows
+    )
+    sums.add_iw(log_px_z + draws.log_prior - draws.log_q)
+    pending.clear()
+
+
+def _evaluate_vae(model, split, batches, chosen, pad_id, settings, device, bar) -> EvalResult:
+    """Per batch: the encoder once, the ELBO terms with one z, He et al.'s MI, K draws of z; the
+    decoder passes of IW-NLL run on the CPU per batch in chunks of ``iw_chunk_size`` samples, on a
+    GPU on several batches at once, as many (sample, sentence) rows as its free memory allows."""
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    means = torch.zeros(len(chosen), model.latent_dim, device=device)
+    logvars = torch.zeros(len(chosen), model.latent_dim, device=device)
+    sums = _VaeSums(model.latent_dim, device)
+    plan = (pass_rows(model, device, int(split.lengths[chosen].max())), logit_chunk_rows(model, device))
+    pending: list[_Pending] = []
+    for indices, host_batch in zip(batches, iterate_batches(split, batches, pad_id), strict=True):
+        batch = to_device(host_batch, device)
         inference = model.infer(batch)  # the encoder runs once per sentence
         terms = elbo_terms(model(batch, generator=generator, inference=inference))
         posterior = inference.posterior  # with a flow: the Gaussian it starts from (AU and MI use it)
-        rows = torch.tensor([position[int(i)] for i in batch.indices])
+        rows = _device_index(np.searchsorted(chosen, indices), device)  # rows of the outputs
         means[rows], logvars[rows] = posterior.mean, posterior.logvar
-        sums["rec"] += float(terms.rec.sum())
-        sums["kl"] += float(terms.kl.sum())
-        kl_per_dim += terms.kl_per_dim.sum(0).double()
-        total_tokens += int(terms.num_tokens.sum())
-        num_sentences += len(batch)
-        mi_batch_weighted += metrics.mutual_info_minibatch(posterior.mean, posterior.logvar, generator) * len(batch)
-
-        log_weights = importance_log_weights(
-            model, batch, inference, settings.iw_samples, settings.iw_chunk_size, generator
-        )
-        iw_nll = -metrics.iw_log_likelihood(log_weights)  # (B,)
-        sums["iw_nll"] += float(iw_nll.sum())
-        sums["iw_nll_sq"] += float((iw_nll.double() ** 2).sum())
-        if settings.iw_samples > 1:
-            sums["mc_se"] += float(metrics.iw_monte_carlo_se(log_weights).sum())
+        sums.sums["rec"] += terms.rec.sum().double()
+        sums.sums["kl"] += terms.kl.sum().double()
+        sums.kl_per_dim += terms.kl_per_dim.sum(0).double()
+        sums.tokens += terms.num_tokens.sum()
+        sums.sums["mi_batch"] += metrics.mutual_info_estimate(posterior.mean, posterior.logvar, generator) * len(batch)
+        draws = draw_importance_samples(model, inference, settings.iw_samples, settings.iw_chunk_size, generator)
+        pending.append(_Pending(batch, split.lengths[indices], draws))
+        pending_rows = sum(len(p.batch) for p in pending) * settings.iw_samples
+        if plan[0] is None or pending_rows + len(batch) * settings.iw_samples > plan[0]:
+            _flush(model, pending, pad_id, settings, plan, sums)
         bar.update(len(batch))
-        bar.set_postfix(iw_nll=f"{sums['iw_nll'] / num_sentences:.2f}", kl=f"{sums['kl'] / num_sentences:.2f}")
+    if pending:
+        _flush(model, pending, pad_id, settings, plan, sums)
+    return _vae_result(sums, means, logvars, generator, settings)
 
-    n = num_sentences
-    iw_mean = sums["iw_nll"] / n
-    iw_var = max(sums["iw_nll_sq"] / n - iw_mean**2, 0.0) * n / (n - 1) if n > 1 else float("nan")
-    variances = metrics.posterior_mean_variance(means)
+
+def _vae_result(sums: _VaeSums, means, logvars, generator, settings: EvalSettings) -> EvalResult:
+    """The metrics dict from the device sums (read here, once) and the posterior parameters."""
+    n = means.shape[0]
+    mi_full = metrics.mutual_info_full(means, logvars, generator)
+    totals, kl_per_dim, total_tokens = sums.read()
+    iw_mean = totals["iw_nll"] / n
+    iw_var = max(totals["iw_nll_sq"] / n - iw_mean**2, 0.0) * n / (n - 1) if n > 1 else float("nan")
+    variances = metrics.posterior_mean_variance(means).cpu()
     result = {
         "kind": "vae",
-        "elbo": -(sums["rec"] + sums["kl"]) / n,
-        "rec": sums["rec"] / n,
-        "kl": sums["kl"] / n,
+        "elbo": -(totals["rec"] + totals["kl"]) / n,
+        "rec": totals["rec"] / n,
+        "kl": totals["kl"] / n,
         "kl_per_dim": (kl_per_dim / n).tolist(),
         "iw_nll": iw_mean,
         "iw_nll_se": math.sqrt(iw_var / n) if n > 1 else float("nan"),
-        "iw_nll_mc_se": sums["mc_se"] / n if settings.iw_samples > 1 else float("nan"),
+        "iw_nll_mc_se": totals["mc_se"] / n if settings.iw_samples > 1 else float("nan"),
         "iw_samples": settings.iw_samples,
-        "ppl_elbo": metrics.perplexity(sums["rec"] + sums["kl"], total_tokens),
-        "ppl_iw": metrics.perplexity(sums["iw_nll"], total_tokens),
+        "ppl_elbo": metrics.perplexity(totals["rec"] + totals["kl"], total_tokens),
+        "ppl_iw": metrics.perplexity(totals["iw_nll"], total_tokens),
         "au": int((variances >= metrics.AU_THRESHOLD).sum()),
         "au_threshold": metrics.AU_THRESHOLD,
         "posterior_mean_variance": variances.tolist(),
-        "mi_batch": mi_batch_weighted / n,
-        "mi_full": metrics.mutual_info_full(means, logvars, generator),
+        "mi_batch": totals["mi_batch"] / n,
+        "mi_full": mi_full,
         "num_sentences": n,
         "num_tokens": total_tokens,
         "seed": settings.seed,
     }
-    return EvalResult(result, means.numpy(), logvars.numpy())
+    return EvalResult(result, means.cpu().numpy(), logvars.cpu().numpy())
+
+
+@torch.no_grad()
+def precision_check(model, split: EncodedSplit, indices: np.ndarray, pad_id: int, settings: EvalSettings) -> dict:
+    """IW-NLL of the sentences ``indices`` (one batch) at fp32 and at ``settings.matmul_precision``,
+    with the same draws of z: how far the reduced precision moves each sentence's IW-NLL (nats)."""
+    device = module_device(model)
+    batch = to_device(next(iterate_batches(split, [indices], pad_id)), device)
+    values = {}
+    for precision in ("fp32", settings.matmul_precision):
+        generator = torch.Generator(device=device).manual_seed(settings.seed)
+        with matmul_precision(precision, device):
+            log_weights = importance_log_weights(
+                model,
+                batch,
+                model.infer(batch),
+                settings.iw_samples,
+                settings.iw_chunk_size,
+                generator,
+                precision=precision,
+                host_lengths=split.lengths[indices],
+            )
+        values[precision] = -metrics.iw_log_likelihood(log_weights.float()).double()  # (B,)
+    difference = values[settings.matmul_precision] - values["fp32"]
+    return {
+        "precision": settings.matmul_precision,
+        "sentences": len(batch),
+        "iw_samples": settings.iw_samples,
+        "max_abs_diff": float(difference.abs().max()),
+        "mean_diff": float(difference.mean()),
+    }
 
 
 VALIDATION_SUMS = ("rec", "kl", "tokens", "sentences", "mi_weighted")

@@ -1,0 +1,198 @@
+"""Evaluation on a device: CPU numbers unchanged, GPU batching, no host synchronisation, reduced precision.
+
+The CPU half runs here; the GPU half (CPU and GPU within 0.01 nats per sentence at fp32, throughput) is
+``scripts/gpu_eval_check.py``, and ``test_cpu_and_cuda_agree_on_the_same_draws`` when CUDA is present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, tiny_lm_spec, tiny_vae_spec
+from textvae import evaluate as evaluate_module
+from textvae import metrics
+from textvae.data.corpus import EncodedSplit
+from textvae.data.vocab import Vocab
+from textvae.errors import TextVAEError
+from textvae.eval_device import matmul_precision, resolve_device
+from textvae.evaluate import EvalSettings, evaluate
+from textvae.models import build_model
+
+GOLDEN = REPO / "tests" / "golden" / "evaluate_cpu.json"
+
+
+def _split_and_vocab() -> tuple[EncodedSplit, Vocab]:
+    """23 seeded sentences of 1-8 words over V = 11 (the split the golden values were recorded on)."""
+    vocab = Vocab(words=("<pad>", "<s>", "</s>", "<unk>", "a", "b", "c", "d", "e", "f", "g"))
+    rng = np.random.default_rng(5)
+    rows = [[1, *rng.integers(3, 11, size=int(n)).tolist(), 2] for n in rng.integers(1, 9, size=23)]
+    split = EncodedSplit("test", None, np.array([len(r) for r in rows]), 0, 0)
+    split.rows = lambda indices: [rows[i] for i in indices]
+    return split, vocab
+
+
+def _models(vocab: Vocab) -> dict:
+    torch.manual_seed(0)
+    spec = tiny_vae_spec(weight_init_range=0.5)
+    spec["encoder"]["weight_init_range"] = 0.5
+    vae = build_model(spec, vocab).eval()
+    torch.manual_seed(1)
+    iaf = build_model(spec, vocab, [{"type": "iaf", "steps": 2, "hidden_dim": 5}]).eval()
+    torch.manual_seed(2)
+    lm = build_model(tiny_lm_spec(), vocab).eval()
+    return {"vae": vae, "iaf": iaf, "lm": lm}
+
+
+def _settings(max_sentences=None, **changes) -> EvalSettings:
+    return EvalSettings(7, 3, 4, max_sentences, 3, False, **changes)
+
+
+def _close(value, expected) -> bool:
+    if isinstance(expected, list):
+        return len(value) == len(expected) and all(_close(v, e) for v, e in zip(value, expected, strict=True))
+    if isinstance(expected, float) and math.isnan(expected):
+        return math.isnan(value)
+    return math.isclose(value, expected, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_cpu_evaluation_gives_the_numbers_recorded_before_device_support():
+    # recorded with the old code path; equal to the last bit on the machine that recorded them,
+    # 1e-6 relative here so that another CPU's BLAS kernels pass (a changed random stream moves them ~1e-2)
+    golden = json.loads(GOLDEN.read_text())["results"]
+    split, vocab = _split_and_vocab()
+    for name, model in _models(vocab).items():
+        for subset in (None, 17):
+            result = evaluate(model, split, vocab.pad_id, _settings(subset)).metrics
+            expected = golden[f"{name}_{subset}"]
+            wrong = {k: (result[k], v) for k, v in expected.items() if not _close(result[k], v)}
+            assert not wrong, (name, subset, wrong)
+            assert result["device"] == "cpu" and result["matmul_precision"] == "fp32"
+
+
+def test_the_gpu_plan_merges_batches_and_gives_the_same_numbers_on_the_cpu(monkeypatch):
+    # the GPU path (several batches per decoder pass, samples per pass from a memory budget, the
+    # output layer in chunks) run on the CPU: same draws, so the same numbers up to float rounding
+    split, vocab = _split_and_vocab()
+    model = _models(vocab)["iaf"]
+    reference = evaluate(model, split, vocab.pad_id, _settings()).metrics
+    passes = []
+    original = evaluate_module.decoder_log_likelihood
+
+    def counting(model, batch, z, pass_samples, *args):
+        passes.append((len(batch), pass_samples))
+        return original(model, batch, z, pass_samples, *args)
+
+    monkeypatch.setattr(evaluate_module, "decoder_log_likelihood", counting)
+    monkeypatch.setattr(evaluate_module, "pass_rows", lambda model, device, length: 60)
+    monkeypatch.setattr(evaluate_module, "logit_chunk_rows", lambda model, device: 5)
+    planned = evaluate(model, split, vocab.pad_id, _settings()).metrics
+    assert max(size for size, _ in passes) > 4  # batches of 4 sentences merged into one pass
+    assert all(size * samples <= 60 or samples == 1 for size, samples in passes)
+    assert sum(size for size, _ in passes) == 23
+    for key in ("iw_nll", "iw_nll_se", "iw_nll_mc_se", "elbo", "kl", "mi_batch", "mi_full", "ppl_iw"):
+        assert math.isclose(planned[key], reference[key], rel_tol=1e-5), key
+    assert planned["au"] == reference["au"]
+
+
+_READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__float__", "__int__", "__index__")
+
+
+def _count_reads(monkeypatch) -> dict[str, int]:
+    """Patch every Tensor method that reads a value back to the host; count the calls, except while
+    a batch is made on the host (``collate``, before the batch goes to the device)."""
+    counts = dict.fromkeys(_READS, 0)
+    making_batch = []
+    for name in _READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            counts[_name] += not making_batch
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    iterate = evaluate_module.iterate_batches
+
+    def host_batches(*args, **kwargs):
+        batches = iterate(*args, **kwargs)
+        while True:
+            making_batch.append(True)
+            try:
+                batch = next(batches, None)
+            finally:
+                making_batch.pop()
+            if batch is None:
+                return
+            yield batch
+
+    monkeypatch.setattr(evaluate_module, "iterate_batches", host_batches)
+    return counts
+
+
+@pytest.mark.parametrize("name", ["vae", "iaf", "lm"])
+def test_the_host_reads_the_device_a_fixed_number_of_times_whatever_the_number_of_batches(monkeypatch, name):
+    # a read per batch (float(sum), .item(), .cpu(), nonzero ...) would make the count grow with the batches
+    split, vocab = _split_and_vocab()
+    model = _models(vocab)[name]
+    counts = _count_reads(monkeypatch)
+    evaluate(model, split, vocab.pad_id, _settings(6))  # 2 batches
+    few = dict(counts)
+    counts.update(dict.fromkeys(counts, 0))
+    evaluate(model, split, vocab.pad_id, _settings(23))  # 6 batches
+    assert counts == few, (few, counts)
+
+
+def test_bf16_matmuls_report_their_deviation_from_fp32_and_tf32_restores_the_global_setting():
+    split, vocab = _split_and_vocab()
+    model = _models(vocab)["vae"]
+    fp32 = evaluate(model, split, vocab.pad_id, _settings()).metrics
+    bf16 = evaluate(model, split, vocab.pad_id, _settings(matmul_precision="bf16")).metrics
+    check = bf16["matmul_precision_check"]
+    assert check["precision"] == "bf16" and check["sentences"] == 4
+    assert 0 < check["max_abs_diff"] < 0.5  # bf16 has 8 bits of mantissa: it moves, a little
+    assert 0 < abs(bf16["iw_nll"] - fp32["iw_nll"]) < 0.5
+    assert bf16["elbo"] == fp32["elbo"]  # only the IW decoder passes run in bf16
+    before = torch.get_float32_matmul_precision()
+    tf32 = evaluate(model, split, vocab.pad_id, _settings(matmul_precision="tf32")).metrics
+    assert torch.get_float32_matmul_precision() == before
+    assert tf32["matmul_precision_check"]["precision"] == "tf32"
+    with pytest.raises(TextVAEError, match="matmul-precision must be one of fp32, tf32, bf16"):
+        _settings(matmul_precision="fp16")
+    with matmul_precision("tf32", torch.device("cpu")):
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.get_float32_matmul_precision() == before
+
+
+def test_mutual_information_stays_a_float64_tensor_on_the_posteriors_device():
+    means, logvars = torch.randn(5, 3), torch.zeros(5, 3)
+    value = metrics.mutual_info_estimate(means, logvars, torch.Generator().manual_seed(0))
+    assert value.dtype == torch.float64 and value.shape == () and value.device == means.device
+    assert float(value) == metrics.mutual_info_minibatch(means, logvars, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_one_line_error():
+    with pytest.raises(TextVAEError, match="no CUDA device is available"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cpu_and_cuda_agree_on_the_same_draws():
+    # the same z on both devices: log p(x|z) and the IW-NLL per sentence within 0.01 nats at fp32
+    split, vocab = _split_and_vocab()
+    model = _models(vocab)["vae"]
+    batch = next(evaluate_module.iterate_batches(split, [np.arange(8)], vocab.pad_id))
+    z = torch.randn(50, 8, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    values = {}
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        on_device = evaluate_module.to_device(batch, torch.device(device))
+        with matmul_precision("fp32", torch.device(device)):
+            log_px = evaluate_module.decoder_log_likelihood(model, on_device, z.to(device), 50, "fp32")
+        values[device] = -metrics.iw_log_likelihood(log_px).cpu()
+    assert (values["cpu"] - values["cuda"]).abs().max() < 0.01
