@@ -111,3 +111,68 @@ def test_every_cited_row_carries_a_tag_from_the_papers_legend():
     for where, spec in cited:
         assert spec["tag"] in tags, where
         assert spec["paper"] and spec["table"] and spec["row"], where
+
+
+def _ablation_results(tmp_path, kl_by_variant, source="recipes/quickstart/ablation.toml"):
+    """A results directory as `textvae ablate` writes it, for the quickstart's variants, without training."""
+    from textvae.ablation import load_ablation, write_results
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = []
+    for v in load_ablation(ROOT / "recipes" / "quickstart" / "ablation.toml")[0]:
+        metrics = (
+            {"nll": 124.25} if v.name == "LM" else {"iw_nll": 124.0, "kl": kl_by_variant.get(v.name, 1.0), "au": 3}
+        )
+        rows.append({"variant": v.name, "seed": 0, **metrics, "paper": v.paper, "train_steps": 1000, "device": "cpu"})
+    write_results(run, rows)
+    (run / "ablation.json").write_text(f'{{"source": "{source}"}}')
+    return run
+
+
+def test_the_status_table_matches_the_results_files_it_was_built_from(tmp_path, monkeypatch):
+    import json
+
+    from textvae.reproduction import STATUS_BEGIN, STATUS_END, status_markdown, status_rows
+
+    monkeypatch.chdir(ROOT)
+    run = _ablation_results(tmp_path, {"VAE": 0.02, "+annealing": 0.5})
+    saved = {r["variant"]: r for r in json.loads((run / "results.json").read_text())}
+    assert saved["VAE"]["verdict"]["status"] == "not reproduced"  # AU 3: not collapsed
+    assert (
+        saved["+annealing"]["verdict"]["status"] == "not reproduced"
+        and "kl = 0.500" in saved["+annealing"]["verdict"]["reason"]
+    )
+    assert saved["+free bits"]["verdict"]["status"] == "reproduced"
+    assert "verdict" not in saved["LM"] and "verdict" not in saved["+BoW"]  # they cite no published row
+
+    table = status_rows(Path("recipes"), [run])
+    measured = [t for t in table if t.get("line")]
+    assert {t["variant"] for t in measured} == {v for v, r in saved.items() if "verdict" in r}
+    for entry in measured:
+        assert entry["source"] == "recipes/quickstart/ablation.toml"
+        assert entry["verdict"] == saved[entry["variant"]]["verdict"]
+    assert all(t["verdict"]["status"] == "not run" for t in table if not t.get("line"))
+    text = status_markdown(table)
+    assert text.startswith(STATUS_BEGIN) and text.endswith(STATUS_END)
+    assert "| `recipes/quickstart/ablation.toml` | +annealing |" in text and "KL 0.500" in text
+    counts = {s: sum(t["verdict"]["status"] == s for t in table) for s in ("reproduced", "not reproduced", "not run")}
+    assert (
+        f"{len(table)} cited rows: {counts['reproduced']} reproduced, {counts['not reproduced']} not reproduced" in text
+    )
+
+
+def test_report_reproduction_rewrites_the_readme_block_and_rejects_a_bad_directory(tmp_path, monkeypatch):
+    from textvae.cli import main
+    from textvae.reproduction import STATUS_BEGIN, STATUS_END
+
+    monkeypatch.chdir(ROOT)
+    run = _ablation_results(tmp_path, {})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# before\n{STATUS_BEGIN}\nold\n{STATUS_END}\nafter\n")
+    assert main(["report", "--reproduction", "recipes", str(run), "--update", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# before\n") and text.endswith("after\n") and "old" not in text and "| +BN-VAE |" in text
+    assert main(["report", "--reproduction", "recipes", str(tmp_path)]) == 2  # no results.json there
+    (tmp_path / "plain.md").write_text("no markers\n")
+    assert main(["report", "--reproduction", "recipes", "--update", str(tmp_path / "plain.md")]) == 2

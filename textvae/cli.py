@@ -16,6 +16,7 @@ from pathlib import Path
 from textvae.errors import TextVAEError
 
 log = logging.getLogger("textvae")
+DEVICES = ("auto", "cpu", "cuda")  # textvae.eval_device.DEVICES (not imported: torch loads only when needed)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +72,7 @@ def _add_decode_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-len", type=_positive_int, default=50, help="maximum generated tokens")
     group.add_argument("--seed", type=_non_negative_int, default=0)
     group.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    group.add_argument("--device", choices=DEVICES, default=None, help="default: the recipe's eval.device (auto)")
 
 
 def _decode_settings(args) -> dict:
@@ -118,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-samples", type=_positive_int, default=500, help="--generation: prior samples")
     evaluate.add_argument("--sample-strategy", choices=["greedy", "sample"], default="greedy", help="--generation")
     evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    evaluate.add_argument("--device", choices=DEVICES, default=None, help="default: the recipe's eval.device (auto)")
+    precision_help = "reduced-precision matmuls (default fp32); the deviation from fp32 is measured and printed"
+    evaluate.add_argument("--matmul-precision", choices=["tf32", "bf16"], default=None, help=precision_help)
 
     sample = commands.add_parser("sample", help="sentences from the prior")
     sample.add_argument("run", type=Path)
@@ -147,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this variant")
 
     report = commands.add_parser("report", help="re-render an ablation directory, or tabulate eval results")
-    report.add_argument("results", type=Path, nargs="+", help="an ablation directory, or eval JSON files")
+    report.add_argument("results", type=Path, nargs="*", help="an ablation directory, or eval JSON files")
+    status_help = "the status of every published row the recipes cite, from the ablation directories given"
+    report.add_argument("--reproduction", type=Path, default=None, metavar="RECIPES_DIR", help=status_help)
+    update_help = "with --reproduction: rewrite this file's generated status block"
+    report.add_argument("--update", type=Path, action="append", default=[], metavar="FILE.md", help=update_help)
     bench = commands.add_parser("bench", help="throughput at this machine's compute limit, beside baselines")
     bench.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results here")
     bench.add_argument("--quick", action="store_true", help="fewer rounds, steps and sentences")
@@ -269,6 +278,13 @@ def _cmd_eval_image(args) -> None:
     sys.stdout.write(f"results: {json_path}\n")
 
 
+def _eval_device(args, configured: str):
+    """``--device``, else the recipe's ``eval.device``: a torch.device, or a one-line error (no CUDA)."""
+    from textvae.eval_device import resolve_device
+
+    return resolve_device(args.device or configured, "--device" if args.device else "eval.device")
+
+
 def _cmd_eval(args) -> None:
     if _is_image_run(args.run):
         _cmd_eval_image(args)
@@ -289,7 +305,9 @@ def _cmd_eval(args) -> None:
         batch_size=args.batch_size or defaults.batch_size,
         max_sentences=args.max_sentences or defaults.max_sentences,
         seed=defaults.seed if args.seed is None else args.seed,
+        matmul_precision=args.matmul_precision or "fp32",
     )
+    device = _eval_device(args, defaults.device)
     if args.dump_posterior is not None and not loaded.model.has_latent:
         raise TextVAEError("--dump-posterior needs a model with a latent variable; this one is a language model")
     json_path, plot_path = _output_paths(args, split)
@@ -297,7 +315,7 @@ def _cmd_eval(args) -> None:
     if args.data_root is not None:
         data_cfg = dataclasses.replace(data_cfg, root=args.data_root)
     encoded = encode_split(data_cfg, split, loaded.vocab)
-    result = evaluate(loaded.model, encoded, loaded.vocab.pad_id, settings)
+    result = evaluate(loaded.model.to(device), encoded, loaded.vocab.pad_id, settings)
     metrics = {**result.metrics, "checkpoint": str(checkpoint_path), "config": loaded.recipe.to_dict()}
 
     sys.stdout.write(markdown_table([(checkpoint_path.parent.name or str(checkpoint_path), metrics)]) + "\n")
@@ -313,8 +331,15 @@ def _cmd_eval(args) -> None:
         sys.stdout.write(
             f"IW-NLL {metrics['iw_nll']:.3f} ± {metrics['iw_nll_se']:.3f} (s.e. over sentences), "
             f"Monte-Carlo s.e. per sentence {metrics['iw_nll_mc_se']:.4f}, K = {settings.iw_samples}, "
-            f"{metrics['num_sentences']} sentences, {metrics['num_tokens']} tokens\n"
+            f"{metrics['num_sentences']} sentences, {metrics['num_tokens']} tokens; "
+            f"{metrics['num_sentences'] / metrics['eval_seconds']:.1f} sentences/s on {metrics['device']}\n"
         )
+        if "matmul_precision_check" in metrics:
+            check = metrics["matmul_precision_check"]
+            sys.stdout.write(
+                f"matmul precision {check['precision']}: IW-NLL moves by at most {check['max_abs_diff']:.4f} nats "
+                f"(mean {check['mean_diff']:+.4f}) against fp32 on {check['sentences']} sentences, same draws\n"
+            )
         variances = metrics["posterior_mean_variance"]
         active = [v >= metrics["au_threshold"] for v in variances]
         plot_kl_per_dim(metrics["kl_per_dim"], plot_path, f"KL per dimension ({split}; AU = {metrics['au']})", active)
@@ -352,7 +377,7 @@ def _cmd_sample(args) -> None:
         return
     if args.out is not None:
         raise TextVAEError("--out writes an image grid, for image runs; text samples are printed")
-    model = textvae.load(args.run, args.checkpoint)
+    model = textvae.load(args.run, args.checkpoint, device=args.device)
     for line in model.sample(args.num, seed=args.seed, **_decode_settings(args)):
         sys.stdout.write(line + "\n")
 
@@ -373,7 +398,7 @@ def _cmd_reconstruct(args) -> None:
     import textvae
 
     _refuse_image_run(args.run, "reconstruct")
-    model = textvae.load(args.run, args.checkpoint)
+    model = textvae.load(args.run, args.checkpoint, device=args.device)
     sentences = _read_sentences(args)
     outputs = model.reconstruct(sentences, use_mean=not args.sample_z, seed=args.seed, **_decode_settings(args))
     for source, output in zip(sentences, outputs, strict=True):
@@ -386,7 +411,7 @@ def _cmd_interpolate(args) -> None:
     if args.steps < 2:
         raise TextVAEError(f"--steps must be ≥ 2, got {args.steps}")
     _refuse_image_run(args.run, "interpolate")
-    model = textvae.load(args.run, args.checkpoint)
+    model = textvae.load(args.run, args.checkpoint, device=args.device)
     for i, line in enumerate(
         model.interpolate(args.first, args.second, args.steps, args.seed, **_decode_settings(args))
     ):
@@ -418,6 +443,13 @@ def _read_json(path: Path):
 def _cmd_report(args) -> None:
     from textvae.report import COLUMNS, markdown_table
 
+    if args.reproduction is not None or args.update:
+        from textvae.report import reproduction_report
+
+        sys.stdout.write(reproduction_report(args.reproduction, args.results, args.update) + "\n")
+        return
+    if not args.results:
+        raise TextVAEError("report: give an ablation directory or eval JSON files (or --reproduction RECIPES_DIR)")
     if len(args.results) == 1 and args.results[0].is_dir():
         from textvae.ablation import results_markdown, summarize, write_results
 

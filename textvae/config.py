@@ -161,6 +161,7 @@ class ReferenceConfig:
     paper: str = ""
     table: str = ""
     row: str = ""
+    tag: str = ""  # how the published value was verified: V-text, V-code, V-2nd, V-calc
     expected: dict[str, float] = field(default_factory=dict)
     tolerance: dict[str, float] = field(default_factory=dict)  # reproduced: |measured − expected| ≤ tolerance
     expect: tuple[str, ...] = ()  # the published finding as checks, e.g. "kl < 0.1"
@@ -168,16 +169,15 @@ class ReferenceConfig:
     dataset: str = ""  # the paper's data; published values compare only to rows trained on it
     epochs: int | None = None  # the paper's training budget; rows with less are not comparable
     notes: str = ""
-    tag: str = ""  # how the published value was verified: V-text, V-code, V-2nd, V-calc
 
-
-@dataclass(frozen=True)
-class Recipe:
     def __post_init__(self):
         from textvae.reproduction import check_reference  # it names this class's fields
 
         check_reference(self)
 
+
+@dataclass(frozen=True)
+class Recipe:
     data: DataConfig
     model: dict[str, Any]  # a validated "model" component table
     remedies: tuple[dict[str, Any], ...]  # validated "remedy" component tables, in recipe order
@@ -268,6 +268,8 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(base, str):
         raise TextVAEError(f"{path}: 'base' must be a path string, got {type(base).__name__}")
     merged = _read_with_bases(path.parent / base, (*seen, resolved))
+    if "paper" in raw.get("reference", {}):  # a recipe naming its own published row inherits none of its base's
+        merged.pop("reference", None)
     deep_merge(merged, raw)
     return merged
 

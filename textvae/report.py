@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 # (key in the results dict, column header, format)
 COLUMNS = [
@@ -36,3 +37,17 @@ def markdown_table(rows: Sequence[tuple[str, Mapping]], columns=COLUMNS, name_he
         cells = [name, *(_cell(result.get(key), fmt) for key, _, fmt in used)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def reproduction_report(recipes_dir: Path | None, run_dirs: Sequence[Path], update: Sequence[Path] = ()) -> str:
+    """``textvae report --reproduction RECIPES_DIR RUN_DIR...``: the status table of every published
+    row the recipes cite (``textvae.reproduction``), also written into each ``update`` file's block."""
+    from textvae.errors import TextVAEError
+    from textvae.reproduction import status_markdown, status_rows, update_status_block
+
+    if recipes_dir is None or not recipes_dir.is_dir():
+        raise TextVAEError(f"--reproduction: {recipes_dir} is not a recipes directory")
+    block = status_markdown(status_rows(recipes_dir, run_dirs))
+    for path in update:
+        update_status_block(path, block)
+    return block
