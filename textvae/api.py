@@ -13,6 +13,7 @@ from textvae.data.batching import Batch, collate
 from textvae.data.corpus import sentence_tokens
 from textvae.distributions import DiagGaussian
 from textvae.errors import TextVAEError
+from textvae.eval_device import module_device, resolve_device
 from textvae.generate import DecodeSettings, decode
 
 
@@ -25,9 +26,16 @@ class TextModel:
         self.recipe = recipe
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, which: str = "best") -> TextModel:
-        loaded = load_checkpoint(resolve_checkpoint(path, which))
-        return cls(loaded.model, loaded.vocab, loaded.recipe)
+    def from_checkpoint(cls, path: str | Path, which: str = "best", device: str | None = "cpu") -> TextModel:
+        """The model of a run directory or checkpoint file (saved on any device) on ``device``:
+        ``cpu``, ``cuda``, ``auto`` (the GPU when CUDA is available) or None (the recipe's ``eval.device``)."""
+        loaded = load_checkpoint(resolve_checkpoint(path, which))  # weights mapped to the CPU first
+        choice, what = (loaded.recipe.eval.device, "eval.device") if device is None else (device, "--device")
+        return cls(loaded.model.to(resolve_device(choice, what)), loaded.vocab, loaded.recipe)
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.model)
 
     @property
     def has_latent(self) -> bool:
@@ -59,12 +67,12 @@ class TextModel:
     def encode(self, sentences: Sequence[str]) -> DiagGaussian:
         """The posterior q(z|x) of each sentence: ``.mean`` and ``.logvar`` are (N, D)."""
         self._require_latent("encode")
-        return self.model.encode(self.batch(sentences))
+        return self.model.encode(self.batch(sentences).to(self.device))
 
     @torch.no_grad()
     def log_likelihood(self, sentences: Sequence[str], z: Tensor | None = None) -> Tensor:
         """log p(x|z) per sentence: z (N, D) → (N,), or z (K, N, D) → (K, N). For an LM, log p(x)."""
-        batch = self.batch(sentences)
+        batch = self.batch(sentences).to(self.device)
         if not self.has_latent:
             return self.model.log_likelihood(batch)
         if z is None:
@@ -73,13 +81,16 @@ class TextModel:
         z = z.unsqueeze(0) if single else z
         if z.shape[-2:] != (len(batch), self.latent_dim):
             raise TextVAEError(f"z must be ({len(batch)}, {self.latent_dim}), got {tuple(z.shape)}")
-        scores = self.model.log_likelihood(batch, z)
+        scores = self.model.log_likelihood(batch, z.to(self.device))
         return scores[0] if single else scores
 
     def _decode(self, z: Tensor | None, count: int, settings: DecodeSettings, seed: int) -> list[str]:
-        generator = torch.Generator().manual_seed(seed)
-        ids = decode(self.model.decoder, z, count, self.vocab.bos_id, self.vocab.eos_id, settings, generator)
-        return [self.vocab.detokenize(row) for row in ids]
+        device = next(self.model.parameters()).device  # z and the sampling generator live with the model
+        generator = torch.Generator(device=device).manual_seed(seed)
+        z = None if z is None else z.to(device)
+        vocab = self.vocab
+        ids = decode(self.model.decoder, z, count, vocab.bos_id, vocab.eos_id, settings, generator, vocab.unk_id)
+        return [vocab.detokenize(row) for row in ids]
 
     def generate(self, z: Tensor | None, seed: int = 0, **settings) -> list[str]:
         """Decode one sentence per row of z (N, D); ``settings`` are DecodeSettings fields."""
@@ -95,14 +106,14 @@ class TextModel:
         """``num`` sentences from the prior: z ~ N(0, I) (or from the LM itself)."""
         if num < 1:
             raise TextVAEError(f"number of samples must be ≥ 1, got {num}")
-        generator = torch.Generator().manual_seed(seed)
-        z = torch.randn(num, self.latent_dim, generator=generator) if self.has_latent else None
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        z = torch.randn(num, self.latent_dim, generator=generator, device=self.device) if self.has_latent else None
         return self._decode(z, num, DecodeSettings(**settings), seed + 1)
 
     def reconstruct(self, sentences: Sequence[str], use_mean: bool = True, seed: int = 0, **settings) -> list[str]:
         """Encode then decode: z = the posterior mean, or one sample z ~ q(z|x)."""
         posterior = self.encode(sentences)
-        z = posterior.mean if use_mean else posterior.rsample(generator=torch.Generator().manual_seed(seed))
+        z = posterior.mean if use_mean else posterior.rsample(generator=torch.Generator(self.device).manual_seed(seed))
         return self._decode(z, z.shape[0], DecodeSettings(**settings), seed)
 
     def interpolate(self, first: str, second: str, steps: int = 5, seed: int = 0, **settings) -> list[str]:
@@ -110,6 +121,6 @@ class TextModel:
         if steps < 2:
             raise TextVAEError(f"steps must be ≥ 2, got {steps}")
         means = self.encode([first, second]).mean  # (2, D)
-        weights = torch.linspace(0, 1, steps).unsqueeze(1)  # (S, 1)
+        weights = torch.linspace(0, 1, steps, device=means.device).unsqueeze(1)  # (S, 1)
         z = (1 - weights) * means[0] + weights * means[1]  # (S, D)
         return self._decode(z, steps, DecodeSettings(**settings), seed)
