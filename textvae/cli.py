@@ -70,6 +70,11 @@ def _add_decode_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-p", type=float, default=None)
     group.add_argument("--beam-size", type=_positive_int, default=5)
     group.add_argument("--max-len", type=_positive_int, default=50, help="maximum generated tokens")
+    group.add_argument("--min-len", type=_non_negative_int, default=0, help="words before EOS may be emitted")
+    group.add_argument("--allow-unk", action="store_true", help="let the unknown-word token be generated")
+    group.add_argument("--no-repeat-ngram", type=_non_negative_int, default=0, help="N > 0: no N-gram twice")
+    group.add_argument("--repetition-penalty", type=_positive_float, default=1.0, help="> 1 discourages repeats")
+    group.add_argument("--length-penalty", type=float, default=1.0, help="beam: rank by log p / length ** this")
     group.add_argument("--seed", type=_non_negative_int, default=0)
     group.add_argument("--checkpoint", choices=["best", "last"], default="best")
     group.add_argument("--device", choices=DEVICES, default=None, help="default: the recipe's eval.device (auto)")
@@ -83,6 +88,11 @@ def _decode_settings(args) -> dict:
         "top_p": args.top_p,
         "beam_size": args.beam_size,
         "max_len": args.max_len,
+        "min_len": args.min_len,
+        "forbid_unk": not args.allow_unk,
+        "no_repeat_ngram_size": args.no_repeat_ngram,
+        "repetition_penalty": args.repetition_penalty,
+        "length_penalty": args.length_penalty,
     }
 
 
