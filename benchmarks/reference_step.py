@@ -19,9 +19,18 @@ dropout mask, then the output one): from the same generator state, both steps co
 loss and the same update, up to float rounding (``tests/test_bench.py`` checks it). Dropout draws
 its mask as the toolkit does (``textvae/models/dropout.py``: 32-bit uniform integers below keep·2³²,
 two per 64-bit ``random_`` call), written out here in plain PyTorch.
+
+``graphed_train_step`` is the same step captured as one CUDA graph (PyTorch's "whole network
+capture": warm-up on a side stream, then ``torch.cuda.graph``): forward, backward, clipping and the
+SGD update replayed from static input buffers. A graph cannot hold data-dependent shapes, so its
+loss (``static=True``) sums the cross-entropy of every position times the target mask instead of
+selecting the real positions (``states[mask]``): the same value, and on batches of one sentence
+length (``bucketed_batches``) the same work.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -87,8 +96,9 @@ class ReferenceVAE(nn.Module):
         mean, logvar = self.encoder.to_params(last).chunk(2, dim=-1)
         return mean, logvar
 
-    def reconstruction_nll(self, tokens: Tensor, lengths: Tensor, z: Tensor) -> Tensor:
-        """−log p(x|z) per sentence, (B,), summed over the real target tokens."""
+    def reconstruction_nll(self, tokens: Tensor, lengths: Tensor, z: Tensor, static: bool = False) -> Tensor:
+        """−log p(x|z) per sentence, (B,), summed over the real target tokens (``static``: every
+        position's cross-entropy times the target mask, shapes fixed by (B, T))."""
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T−1) each
         embedded = dropout(self.decoder.embedding(inputs), self.dropout_in, self.training)  # (B, T−1, E)
         z_steps = z.unsqueeze(1).expand(-1, inputs.shape[1], -1)  # (B, T−1, D)
@@ -96,16 +106,20 @@ class ReferenceVAE(nn.Module):
         states, _ = self.decoder.lstm(torch.cat([embedded, z_steps], dim=-1), (torch.tanh(c0), c0))  # (B, T−1, H)
         states = dropout(states, self.dropout_out, self.training)
         mask = torch.arange(inputs.shape[1], device=tokens.device) < (lengths - 1).unsqueeze(1)  # (B, T−1)
+        if static:
+            logits = self.decoder.output(states)  # (B, T−1, V)
+            token_nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")  # (B·(T−1),)
+            return (token_nll.view_as(mask) * mask).sum(1)
         token_nll = F.cross_entropy(self.decoder.output(states[mask]), targets[mask], reduction="none")  # (N,)
         sentence = torch.arange(tokens.shape[0], device=tokens.device).unsqueeze(1).expand_as(mask)[mask]  # (N,)
         return torch.zeros(tokens.shape[0], device=tokens.device).index_add_(0, sentence, token_nll)
 
-    def loss(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+    def loss(self, tokens: Tensor, lengths: Tensor, static: bool = False) -> Tensor:
         """The negative ELBO, averaged over the sentences of the batch."""
         mean, logvar = self.posterior(tokens, lengths)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)  # (B, D)
         kl = 0.5 * (mean**2 + logvar.exp() - logvar - 1.0).sum(-1)  # (B,)
-        return (self.reconstruction_nll(tokens, lengths, z) + kl).mean()
+        return (self.reconstruction_nll(tokens, lengths, z, static) + kl).mean()
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
@@ -116,12 +130,51 @@ def make_optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimi
 
 
 def train_step(
-    model: ReferenceVAE, optimizer: torch.optim.Optimizer, tokens: Tensor, lengths: Tensor, grad_clip: float
+    model: ReferenceVAE,
+    optimizer: torch.optim.Optimizer,
+    tokens: Tensor,
+    lengths: Tensor,
+    grad_clip: float,
+    static: bool = False,
 ) -> Tensor:
     """One update on a padded batch; returns the loss (not read back from the device)."""
-    loss = model.loss(tokens, lengths)
+    loss = model.loss(tokens, lengths, static)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
+
+
+def graphed_train_step(
+    model: ReferenceVAE,
+    optimizer: torch.optim.Optimizer,
+    tokens: Tensor,
+    lengths: Tensor,
+    grad_clip: float,
+    warmup: int = 3,
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """``train_step`` (static shapes) captured as one CUDA graph for batches shaped like ``tokens``
+    (B, T) and ``lengths`` (B,); returns ``step(tokens, lengths) -> loss``, which copies the batch
+    into the graph's input buffers and replays it. The ``warmup`` eager steps (on a side stream, as
+    capture requires) and the captured one update the model too. Plain SGD only: PyTorch's Adam
+    needs ``capturable=True`` to run inside a graph."""
+    static_tokens, static_lengths = tokens.clone(), lengths.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            train_step(model, optimizer, static_tokens, static_lengths, grad_clip, static=True)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        static_loss = train_step(model, optimizer, static_tokens, static_lengths, grad_clip, static=True)
+
+    def step(tokens: Tensor, lengths: Tensor) -> Tensor:
+        static_tokens.copy_(tokens, non_blocking=True)
+        static_lengths.copy_(lengths, non_blocking=True)
+        graph.replay()
+        return static_loss
+
+    return step

@@ -73,9 +73,9 @@ def train_batches(corpus: Corpus, sizes: Sizes, count: int, device: torch.device
     return [batch.to(device) for batch in iterate_batches(corpus.train, order, corpus.vocab.pad_id)]
 
 
-def load_corpora(sizes: Sizes, scratch: Path, data_root: Path | None) -> dict[str, Corpus]:
+def load_corpora(sizes: Sizes, scratch: Path, data_root: Path | None, scaled: bool = True) -> dict[str, Corpus]:
     """The base corpus (PTB under ``data_root``, or a synthetic one when ``sizes.synthetic_base``)
-    and the scaled copy, in that order; their files written under ``scratch``."""
+    and (``scaled``) the scaled copy, in that order; their files written under ``scratch``."""
     if sizes.synthetic_base:
         (scratch / "base").mkdir()
         synthetic_base(scratch / "base", sizes.synthetic_base)
@@ -89,6 +89,8 @@ def load_corpora(sizes: Sizes, scratch: Path, data_root: Path | None) -> dict[st
             )
         base_data = DataConfig(dataset="ptb", root=str(root))
         base_name = "ptb"
+    if not scaled:
+        return {base_name: load_corpus(base_name, base_data)}
     (scratch / "scaled").mkdir()
     scaled_data = scaled_corpus(base_data, scratch / "scaled", sizes.corpus_scale)
     scaled_name = f"{base_name}_x{sizes.corpus_scale}"

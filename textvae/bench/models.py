@@ -50,6 +50,13 @@ class Sizes:
     memory_steps: int = 10
     corpus_scale: int = 10
     synthetic_base: int = 0  # > 0: a synthetic base corpus of this many sentences instead of PTB (tests)
+    graph_steps: int = 10  # steps per round, eager and graphed rows (batches of one length)
+    process_counts: tuple[int, ...] = (1, 4, 8)  # processes stepping at once, aggregate rows
+    process_seconds: float = 2.0  # how long each process steps, aggregate rows
+    process_on_cpu: bool = False  # the aggregate rows on a CPU too, eager (tests: the harness without a GPU)
+    process_model: tuple[int, int, int, int] = (256, 256, 32, 32)  # E, H, D, B: the PTB paper rows' model
+    image_batches: tuple[int, ...] = (20, 1000)  # the Burda et al. 2015 batch, and a large one
+    image_steps: int = 20  # steps per round, image rows
 
 
 FULL = Sizes()
@@ -64,6 +71,9 @@ QUICK = replace(
     iw_batch_size=8,
     iw_repeats=1,
     memory_steps=3,
+    graph_steps=4,
+    process_seconds=1.0,
+    image_steps=8,
 )
 TINY = Sizes(  # for tests: every code path in seconds
     embed_dim=8,
@@ -86,6 +96,12 @@ TINY = Sizes(  # for tests: every code path in seconds
     iw_repeats=1,
     memory_steps=2,
     synthetic_base=300,
+    graph_steps=2,
+    process_counts=(1, 2),
+    process_seconds=0.2,
+    process_model=(8, 12, 4, 4),
+    image_batches=(3, 7),
+    image_steps=2,
 )
 SIZES = {"full": FULL, "quick": QUICK, "tiny": TINY}
 

@@ -145,25 +145,127 @@ def _memory_rows(results: dict) -> list[str]:
     return rows
 
 
+def _missing_row(figure: str, why: str) -> str:
+    return f"| {figure} | {why} | | | |"
+
+
+def _graph_rows(graphs: dict) -> list[str]:
+    """Eager and graphed steps on batches of one length; the graphed toolkit step beside the graphed
+    plain one and beside the published reference code's stated tokens/s."""
+    rows, found = [], graphs["rows"]
+    shape = "×".join(str(n) for n in graphs["batch_shape"])
+    labels = {
+        "eager_toolkit": "toolkit step, eager",
+        "eager_reference": "plain PyTorch step, eager",
+        "graphed_reference": "plain PyTorch step, one CUDA graph",
+        "graphed_toolkit": "toolkit step, one CUDA graph",
+    }
+    for name, label in labels.items():
+        row = found.get(name, {"missing": "not run"})
+        figure = f"{label}, SGD (batches {shape}): tokens/s"
+        if "missing" in row:
+            rows.append(_missing_row(figure, row["missing"]))
+        elif name == "graphed_toolkit" and "tokens_per_s" in found.get("graphed_reference", {}):
+            reference = found["graphed_reference"]["tokens_per_s"]
+            value = f"{row['tokens_per_s']:,.0f} ({row['ms_per_step']:.2f} ms/step)"
+            target = f"≥ {graphs['targets']['toolkit_vs_reference']}"
+            rows.append(
+                ratio_row(figure, value, f"{reference:,.0f} (graphed plain)", row["tokens_per_s"] / reference, target)
+            )
+        else:
+            rows.append(f"| {figure} | {row['tokens_per_s']:,.0f} ({row['ms_per_step']:.2f} ms/step) | | | |")
+    published = graphs["published_reference"]
+    toolkit = found.get("graphed_toolkit", {})
+    if "tokens_per_s" in toolkit:
+        rows.append(
+            ratio_row(
+                "toolkit step, one CUDA graph: tokens/s",
+                f"{toolkit['tokens_per_s']:,.0f}",
+                f"{published['tokens_per_s']:,} (stated: {published['provenance']})",
+                toolkit["tokens_per_s"] / published["tokens_per_s"],
+                f"≥ {graphs['targets']['vs_published']}",
+            )
+        )
+    return rows
+
+
+def _process_rows(processes: dict) -> list[str]:
+    rows = []
+    for mode, label in (("time_sliced", "without MPS"), ("mps", "through MPS")):
+        found = processes.get(mode, {"missing": "not run"})
+        if "missing" in found:
+            rows.append(_missing_row(f"aggregate model-steps/s, N processes {label}", found["missing"]))
+            continue
+        single = found["counts"].get("1", {}).get("steps_per_s")
+        for count, row in found["counts"].items():
+            rows.append(
+                ratio_row(
+                    f"aggregate model-steps/s, {count} process{'es' if count != '1' else ''} {label} ({found['step']})",
+                    f"{row['steps_per_s']:,.0f}",
+                    f"{single:,.0f} (1 process)" if single else "",
+                    row["steps_per_s"] / single if single else float("nan"),
+                    f"≥ {processes['target']:,}",
+                )
+            )
+    return rows
+
+
+def _image_rows(image: dict) -> list[str]:
+    rows = []
+    for batch in image["batches"]:
+        eager = image["rows"].get(f"eager_{batch}", {})
+        for kind in ("eager", "graphed"):
+            row = image["rows"].get(f"{kind}_{batch}", {"missing": "not run"})
+            figure = f"image MLP (Burda et al. 2015 MNIST VAE), batch {batch}, {kind}: images/s"
+            if "missing" in row:
+                rows.append(_missing_row(figure, row["missing"]))
+            elif kind == "graphed" and "images_per_s" in eager:
+                value, baseline = row["images_per_s"], eager["images_per_s"]
+                target = f"≥ {image['target']:,}"
+                rows.append(ratio_row(figure, f"{value:,.0f}", f"{baseline:,.0f} (eager)", value / baseline, target))
+            else:
+                rows.append(f"| {figure} | {row['images_per_s']:,.0f} | | | ≥ {image['target']:,} |")
+    return rows
+
+
 def footer(results: dict) -> str:
     info, details = results["machine"], results["details"]
     return (
         f"{info['cpu']} ({info['logical_cpus']} logical CPUs), torch {info['torch']}, {info['threads']} threads, "
         f"device {info.get('device_name', info['device'])}; load average {info['load_average_1min']:.2f} at the "
-        f"start, {info['load_average_1min_end']:.2f} at the end; data loading (collation) "
-        f"{results['collate_ms_per_batch']:.1f} ms per batch; {details['seconds']:.0f} s in all."
+        f"start, {info['load_average_1min_end']:.2f} at the end; "
+        + (
+            f"data loading (collation) {results['collate_ms_per_batch']:.1f} ms per batch; "
+            if "collate_ms_per_batch" in results
+            else ""
+        )
+        + f"{details['seconds']:.0f} s in all."
     )
 
 
 def table(results: dict) -> str:
-    """The Markdown table: figure, baseline, ratio (and the issue's target where there is one)."""
-    peak = results["matmul_gflops"]
+    """The Markdown table: figure, baseline, ratio (and the issue's target where there is one), for
+    each section that ran; a failed section is one row with its error."""
     details = results["details"]
     rows = ["| figure | value | baseline | ratio | target |", "|---|---|---|---|---|"]
-    rows.append(f"| matmul peak, fp32 {details['matmul_size']}³ | {gflops(peak)} | | | |")
-    rows += _training_rows(results)
-    rows += _remedy_rows(details["remedies"])
-    rows += _iw_rows(results)
-    rows += _decoder_rows(details["decoders"], details["sizes"]["cnn_width"], peak)
-    rows += _memory_rows(results)
+    if "matmul_gflops" in results:
+        rows.append(f"| matmul peak, fp32 {details['matmul_size']}³ | {gflops(results['matmul_gflops'])} | | | |")
+    renderers = {
+        "processes": lambda: _process_rows(details["processes"]),
+        "training": lambda: _training_rows(results),
+        "remedies": lambda: _remedy_rows(details["remedies"]),
+        "iw": lambda: _iw_rows(results),
+        "decoders": lambda: _decoder_rows(details["decoders"], details["sizes"]["cnn_width"], results["matmul_gflops"]),
+        "memory": lambda: _memory_rows(results),
+        "graphs": lambda: _graph_rows(details["graphs"]),
+        "image": lambda: _image_rows(details["image"]),
+    }
+    for name, render in renderers.items():
+        if name not in details:
+            continue
+        rows += (
+            [_missing_row(f"section {name}", f"failed: {details[name]['failed']}")]
+            if "failed" in details[name]
+            else render()
+        )
     return "\n".join(rows) + "\n\n" + footer(results)

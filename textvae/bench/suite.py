@@ -10,7 +10,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,12 +21,16 @@ from textvae.errors import TextVAEError
 from .clock import Clock
 from .corpus import load_corpora
 from .decoders import bench_decoders
+from .graphs import bench_graphs
+from .image import bench_image
 from .iw_nll import bench_iw
 from .memory import bench_memory
 from .models import FULL, QUICK, SIZES, Sizes
+from .processes import bench_processes
 from .references import load_reference
 from .remedies import bench_remedies
 from .report import table
+from .summary import summarize
 from .training import bench_training
 
 log = logging.getLogger(__name__)
@@ -55,46 +58,57 @@ def machine(device: torch.device) -> dict:
     return info
 
 
+SECTIONS = ("processes", "memory", "training", "remedies", "iw", "decoders", "graphs", "image")
+GPU_SECTIONS = ("processes", "graphs", "image")  # what the CUDA additions measure (scripts/gpu_bench.sh)
+
+
 def run(
     sizes: Sizes = FULL,
     *,
     device: str = "cpu",
     threads: int | None = None,
     data_root: Path | None = None,
+    sections: tuple[str, ...] = SECTIONS,
 ) -> dict:
-    """Every measurement of the table; returns the results (``table`` renders them)."""
+    """The measurements of ``sections`` (default: all); returns the results (``table`` renders them).
+
+    A section that fails is recorded with its error (``details[name]["failed"]``) and the others go on."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TextVAEError("--device cuda: CUDA is not available on this machine")
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise TextVAEError(f"unknown bench section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
     if threads is not None:
         torch.set_num_threads(threads)
     reference = load_reference("reference_step")
     naive = load_reference("naive_iw_nll")
     started = time.perf_counter()
     info = machine(device)
+    measured, section_seconds = {}, {}
     with tempfile.TemporaryDirectory(prefix="textvae-bench-") as scratch:
-        corpora = load_corpora(sizes, Path(scratch), data_root)
+        corpora = load_corpora(sizes, Path(scratch), data_root, scaled="memory" in sections)
         base = next(iter(corpora.values()))
-        # a GPU finishes a 2048³ product in well under a millisecond: time a larger one there
-        clock = Clock(device, sizes.matmul_size if device.type == "cpu" else max(sizes.matmul_size, 8192))
-        clock.matmul()
-        section_seconds = {"data": time.perf_counter() - started}
-
-        def section(name: str, measure: Callable[[], dict]) -> dict:
-            section_started = time.perf_counter()
-            result = measure()
-            section_seconds[name] = time.perf_counter() - section_started
-            log.info("bench: %s done in %.0f s", name, section_seconds[name])
-            return result
-
-        sections = {
-            "memory": section("memory", lambda: bench_memory(corpora, sizes, device)),
-            "training": section("training", lambda: bench_training(clock, base, sizes, reference)),
-            "remedies": section("remedies", lambda: bench_remedies(clock, base, sizes)),
-            "iw": section("iw_nll", lambda: bench_iw(clock, base, sizes, naive)),
-            "decoders": section("decoders", lambda: bench_decoders(clock, base, sizes)),
+        section_seconds["data"] = time.perf_counter() - started
+        clock = None
+        measures = {
+            # first, before this process makes a CUDA context: its workers may share the GPU through MPS
+            "processes": lambda: bench_processes(base, sizes, device),
+            "memory": lambda: bench_memory(corpora, sizes, device),
+            "training": lambda: bench_training(clock, base, sizes, reference),
+            "remedies": lambda: bench_remedies(clock, base, sizes),
+            "iw": lambda: bench_iw(clock, base, sizes, naive),
+            "decoders": lambda: bench_decoders(clock, base, sizes),
+            "graphs": lambda: bench_graphs(clock, base, sizes, reference),
+            "image": lambda: bench_image(clock, sizes),
         }
-    results = summarize(clock, sections, list(corpora), sizes)
+        for name in (name for name in SECTIONS if name in sections):
+            if clock is None and name != "processes":
+                # a GPU finishes a 2048³ product in well under a millisecond: time a larger one there
+                clock = Clock(device, sizes.matmul_size if device.type == "cpu" else max(sizes.matmul_size, 8192))
+                clock.matmul()
+            measured[name], section_seconds[name] = _section(name, measures[name])
+    results = summarize(clock, measured, list(corpora), sizes)
     results["details"].update(seconds=time.perf_counter() - started, section_seconds=section_seconds)
     results["machine"] = {
         **info,
@@ -103,57 +117,19 @@ def run(
     return results
 
 
-def summarize(clock: Clock, sections: dict[str, dict], corpus_names: list[str], sizes: Sizes) -> dict:
-    """The headline figures of every section (the JSON's top level) and the sections in ``details``."""
-    training, remedies, iw = sections["training"], sections["remedies"], sections["iw"]
-    decoders, memory = sections["decoders"], sections["memory"]
-    base_name, scaled_name = corpus_names
-    sgd, adam = training["sgd"], training["adam"]
-    return {
-        "matmul_gflops": clock.peak_gflops,
-        "train_tokens_per_s": sgd["tokens_per_s"],
-        "train_flops_per_token": sgd["flops"] / sgd["tokens"],
-        "train_gflops": sgd["gflops"],
-        "train_peak_fraction": sgd["gflops"] / clock.peak_gflops,
-        "train_adjacent_matmul_fraction": sgd["median_round_ratio"],
-        "train_tokens_per_s_reference": sgd["reference_tokens_per_s"],
-        "train_reference_ratio": sgd["tokens_per_s"] / sgd["reference_tokens_per_s"],
-        "train_adam_tokens_per_s": adam["tokens_per_s"],
-        "train_adam_gflops": adam["gflops"],
-        "train_adam_peak_fraction": adam["gflops"] / clock.peak_gflops,
-        "train_adam_tokens_per_s_reference": adam["reference_tokens_per_s"],
-        "train_adam_reference_ratio": adam["tokens_per_s"] / adam["reference_tokens_per_s"],
-        "collate_ms_per_batch": training["collate_ms_per_batch"],
-        "remedy_stack_step_ratio": remedies["remedy_stack_step_ratio"],
-        "iaf_step_ratio": remedies["iaf_step_ratio"],
-        "aggressive_step_ratio": remedies["aggressive_step_ratio"],
-        "aggressive_update_ratio": remedies["aggressive_update_ratio"],
-        "aggressive_updates_per_step": remedies["aggressive_updates_per_step"],
-        "iw_nll_sents_per_s": iw["sentences_per_s"],
-        "iw_nll_sents_per_s_naive": iw["naive_sentences_per_s"],
-        "iw_nll_speedup": iw["sentences_per_s"] / iw["naive_sentences_per_s"],
-        "iw_nll_gflops": iw["gflops"],
-        "iw_nll_peak_fraction": iw["gflops"] / clock.peak_gflops,
-        "cnn_tokens_per_s": {name: row["tokens_per_s"] for name, row in decoders.items() if name != "lstm"},
-        "cnn_gflops": {name: row["gflops"] for name, row in decoders.items() if name != "lstm"},
-        "lstm_tokens_per_s": decoders["lstm"]["tokens_per_s"],
-        "lstm_gflops": decoders["lstm"]["gflops"],
-        "peak_rss_mb_train": memory[f"train_{base_name}"]["peak_rss_mb"],
-        "peak_rss_mb_train_scaled": memory[f"train_{scaled_name}"]["peak_rss_mb"],
-        "peak_rss_mb_eval": memory[f"iw_{base_name}"]["peak_rss_mb"],
-        "peak_rss_mb_eval_scaled": memory[f"iw_{scaled_name}"]["peak_rss_mb"],
-        "iw_peak_rss_mb_small_k": memory["iw_small_k"]["peak_rss_mb"],
-        "iw_peak_rss_mb_large_k": memory[f"iw_{base_name}"]["peak_rss_mb"],
-        "details": {
-            **sections,
-            "matmul_samples_gflops": clock.matmul_samples,
-            "corpus": base_name,
-            "corpus_scale": sizes.corpus_scale,
-            "matmul_size": clock.matmul_size,
-            "flop_count": "2 × multiply–accumulates of every matrix product, real tokens; training ×3",
-            "sizes": asdict(sizes),
-        },
-    }
+def _section(name: str, measure: Callable[[], dict]) -> tuple[dict, float]:
+    """One section's results (or its error: the bench goes on) and its seconds."""
+    started = time.perf_counter()
+    try:
+        result = measure()
+    except TextVAEError:
+        raise
+    except Exception as err:
+        log.exception("bench: section %s failed", name)
+        result = {"failed": f"{type(err).__name__}: {err}"}
+    seconds = time.perf_counter() - started
+    log.info("bench: %s done in %.0f s", name, seconds)
+    return result, seconds
 
 
 def command(args) -> None:
