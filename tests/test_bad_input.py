@@ -455,7 +455,22 @@ CASES_WITH_A_RUN = [
         "interpolate-one-step", on("vae", "interpolate", "the cat", "the dog", "--steps", "1"), ("--steps must be ≥ 2",)
     ),
     Case("interpolate-missing-second", on("vae", "interpolate", "the cat"), ("required: second",)),
+    Case("eval-device-bogus", on("vae", "eval", "--device", "gpu"), ("argument --device: invalid choice: 'gpu'",)),
+    Case(
+        "eval-matmul-precision-fp16",
+        on("vae", "eval", "--matmul-precision", "fp16"),
+        ("argument --matmul-precision: invalid choice: 'fp16'",),
+    ),
 ]
+if not torch.cuda.is_available():  # on a machine with CUDA these commands succeed
+    NO_CUDA = ("--device cuda: no CUDA device is available on this machine",)
+    CASES_WITH_A_RUN += [
+        Case("eval-device-cuda-without-cuda", on("vae", "eval", "--device", "cuda"), NO_CUDA),
+        Case("eval-lm-device-cuda-without-cuda", on("lm", "eval", "--device", "cuda"), NO_CUDA),
+        Case("sample-device-cuda-without-cuda", on("vae", "sample", "--device", "cuda"), NO_CUDA),
+        Case("reconstruct-device-cuda-without-cuda", on("vae", "reconstruct", "the cat", "--device", "cuda"), NO_CUDA),
+        Case("interpolate-device-cuda-without-cuda", on("vae", "interpolate", "a", "b", "--device", "cuda"), NO_CUDA),
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,13 @@
 __version__ = "0.1.0"
 
 
-def load(path, which: str = "best"):
+def load(path, which: str = "best", device: str = "cpu"):
     """Load a trained model from a run directory (its ``best.pt``) or a checkpoint file.
 
     Returns a :class:`textvae.api.TextModel` with ``encode``, ``log_likelihood``, ``generate``,
-    ``reconstruct``, ``sample`` and ``interpolate``.
+    ``reconstruct``, ``sample`` and ``interpolate``, on ``device`` (``cpu``, ``cuda`` or ``auto``:
+    the GPU when CUDA is available); its tensors come back on that device.
     """
     from textvae.api import TextModel
 
-    return TextModel.from_checkpoint(path, which=which)
+    return TextModel.from_checkpoint(path, which=which, device=device)

@@ -153,6 +153,7 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
 
     from textvae.checkpoint import load_checkpoint
     from textvae.data.corpus import encode_split
+    from textvae.eval_device import resolve_device
     from textvae.evaluate import EvalSettings, evaluate
     from textvae.train import has_checkpoint, train
 
@@ -168,7 +169,8 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
     cfg = recipe.eval
     split = encode_split(recipe.data, cfg.split, loaded.vocab)
     settings = EvalSettings(cfg.iw_samples, cfg.iw_chunk_size, cfg.batch_size, cfg.max_sentences, seed, False)
-    result = evaluate(loaded.model, split, loaded.vocab.pad_id, settings).metrics
+    device = resolve_device(cfg.device)  # eval.device: the GPU when there is one (auto), like training
+    result = evaluate(loaded.model.to(device), split, loaded.vocab.pad_id, settings).metrics
     return {
         "variant": variant.name,
         "seed": seed,
@@ -181,6 +183,7 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
         "train_steps": summary.progress.step,
         "train_seconds": train_seconds,
         "eval_seconds": result["eval_seconds"],
+        "eval_device": result["device"],
         "paper": variant.paper,
     }
 

@@ -119,6 +119,9 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None = torch's default
     max_nonfinite_in_a_row: int = 10  # stop when this many batches in a row give a non-finite loss or gradient
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: this process's GPU if CUDA is available
+    # a wall-clock cap on this run's training (a runtime key): the run stops at the first step past it, is
+    # validated and marked finished, and its metrics.jsonl says it stopped on time, not on its stopping rule
+    max_minutes: float | None = None
     # the training step captured as CUDA graphs (textvae.graph_cache): "auto" = on for a CUDA device when the
     # recipe's parts support it (single process, a strategy and model that capture), true = on (an error where
     # it cannot be), false = the uncaptured step
@@ -131,7 +134,7 @@ class TrainConfig:
         rules = {
             **dict.fromkeys(counts, _AT_LEAST_ONE),
             **dict.fromkeys(("seed", "momentum", "weight_decay", "lr_decay_patience", "max_lr_decays"), _NON_NEGATIVE),
-            **dict.fromkeys(("lr", "grad_clip"), _POSITIVE),
+            **dict.fromkeys(("lr", "grad_clip", "max_minutes"), _POSITIVE),
             "lr_decay_factor": (lambda v: 0 < v < 1, "in (0, 1)"),  # ReduceLROnPlateau needs a factor < 1
         }
         _check_ranges(self, rules)
@@ -147,6 +150,7 @@ class EvalConfig:
     batch_size: int = 32  # sentences per encoder pass
     max_sentences: int | None = None  # a seeded subset of the split; None = all of it
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU when CUDA is available (a runtime key)
 
     def __post_init__(self):
         counts = ("iw_samples", "iw_chunk_size", "batch_size", "max_sentences")

@@ -33,7 +33,8 @@ def resolve_device(choice: str, what: str = "eval.device") -> torch.device:
     if choice not in DEVICES:
         raise TextVAEError(f"{what} must be one of {', '.join(DEVICES)}, got {choice!r}")
     if choice == "cuda" and not torch.cuda.is_available():
-        raise TextVAEError(f"{what} = 'cuda' (--device cuda) but no CUDA device is available on this machine")
+        setting = f"{what} cuda" if what.startswith("--") else f"{what} = 'cuda'"
+        raise TextVAEError(f"{setting}: no CUDA device is available on this machine")
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", torch.cuda.current_device())

@@ -35,6 +35,7 @@ from textvae.data.batching import bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
+from textvae.eval_device import module_device
 from textvae.evaluate import EvalSettings, select_sentences
 from textvae.generate import DecodeSettings, decode
 
@@ -120,6 +121,7 @@ def evaluate_generation(
     draws the prior samples."""
     subset = EvalSettings() if subset is None else subset
     model.eval()
+    device = module_device(model)  # decoding on the model's device; the scores from the text, by sacrebleu
     started = time.perf_counter()
     chosen = select_sentences(split, subset.max_sentences, subset.seed)
     max_len = int(split.lengths[chosen].max()) - 1  # generated tokens incl. EOS, as long as the longest x
@@ -130,15 +132,16 @@ def evaluate_generation(
         references, hypotheses = [], []
         batches = [chosen[b] for b in bucketed_batches(split.lengths[chosen], subset.batch_size, shuffle=False)]
         for batch in iterate_batches(split, batches, vocab.pad_id):
-            z = _posterior_mean_latent(model, batch)
+            z = _posterior_mean_latent(model, batch.to(device))  # decoding runs on z's device
             decoded = decode(model.decoder, z, len(batch), vocab.bos_id, vocab.eos_id, greedy)
             references += [vocab.detokenize(row) for row in batch.tokens.tolist()]
             hypotheses += [vocab.detokenize(row) for row in decoded]
         rec = corpus_bleu(hypotheses, references)
         result |= {"bleu_rec": rec.score, "bleu_rec_signature": rec.signature, "bleu_rec_sentences": len(hypotheses)}
         examples["reconstructions"] = [[r, h] for r, h in zip(references[:5], hypotheses[:5], strict=True)]
-    generator = torch.Generator().manual_seed(subset.seed)
-    z = torch.randn(settings.num_samples, model.latent_dim, generator=generator) if model.has_latent else None
+    generator = torch.Generator(device=device).manual_seed(subset.seed)
+    shape = (settings.num_samples, model.latent_dim)
+    z = torch.randn(shape, generator=generator, device=device) if model.has_latent else None
     sample_settings = DecodeSettings(strategy=settings.strategy, max_len=max_len)
     decoded = decode(
         model.decoder, z, settings.num_samples, vocab.bos_id, vocab.eos_id, sample_settings, generator=generator
