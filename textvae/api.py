@@ -110,17 +110,35 @@ class TextModel:
         z = torch.randn(num, self.latent_dim, generator=generator, device=self.device) if self.has_latent else None
         return self._decode(z, num, DecodeSettings(**settings), seed + 1)
 
-    def reconstruct(self, sentences: Sequence[str], use_mean: bool = True, seed: int = 0, **settings) -> list[str]:
-        """Encode then decode: z = the posterior mean, or one sample z ~ q(z|x)."""
+    def reconstruct(
+        self, sentences: Sequence[str], use_mean: bool = True, seed: int = 0, shift: Tensor | None = None, **settings
+    ) -> list[str]:
+        """Encode then decode: z = the posterior mean, or one sample z ~ q(z|x); plus ``shift`` (D,) when given
+        (an attribute vector times a scale: ``attribute_vectors``)."""
         posterior = self.encode(sentences)
         z = posterior.mean if use_mean else posterior.rsample(generator=torch.Generator(self.device).manual_seed(seed))
+        z = z if shift is None else z + shift.to(z.device)
         return self._decode(z, z.shape[0], DecodeSettings(**settings), seed)
 
-    def interpolate(self, first: str, second: str, steps: int = 5, seed: int = 0, **settings) -> list[str]:
+    def interpolate(
+        self, first: str, second: str, steps: int = 5, seed: int = 0, shift: Tensor | None = None, **settings
+    ) -> list[str]:
         """Decode points on the line between the two posterior means (a homotopy), endpoints included."""
+        z = self.interpolation_path(first, second, steps, shift)
+        return self._decode(z, steps, DecodeSettings(**settings), seed)
+
+    def interpolation_path(self, first: str, second: str, steps: int = 5, shift: Tensor | None = None) -> Tensor:
+        """z(t) = (1 − t) μ₁ + t μ₂ (+ ``shift``) at ``steps`` evenly spaced t in [0, 1]: (S, D)."""
         if steps < 2:
             raise TextVAEError(f"steps must be ≥ 2, got {steps}")
         means = self.encode([first, second]).mean  # (2, D)
         weights = torch.linspace(0, 1, steps, device=means.device).unsqueeze(1)  # (S, 1)
         z = (1 - weights) * means[0] + weights * means[1]  # (S, D)
-        return self._decode(z, steps, DecodeSettings(**settings), seed)
+        return z if shift is None else z + shift.to(z.device)
+
+    def attribute_vectors(self, pairs: Sequence[tuple[str, str]], batch_size: int = 256):
+        """Per-label mean posterior codes of (label, sentence) pairs and their differences ``a_to_b``
+        (``textvae.attributes.AttributeVectors``): ``model.generate(z + s * vectors.vector("0_to_1"))``."""
+        from textvae.attributes import attribute_vectors
+
+        return attribute_vectors(self, pairs, batch_size)
