@@ -131,3 +131,10 @@ device = "cpu"
     rows = run_ablation(tmp_path / "ablation.toml", tmp_path / "out", jobs=2, seeds=[0])
     assert [row["variant"] for row in rows] == ["a", "b"] and all("error" in row for row in rows)
     assert control.calls == ["get_server_list", "-d", "quit"]
+
+
+def test_daemon_running_asks_the_daemon_and_is_false_without_the_binary():
+    assert mps.daemon_running(run=FakeControl(running=True), which=lambda name: BINARY)
+    assert not mps.daemon_running(run=FakeControl(running=False), which=lambda name: BINARY)
+    control = FakeControl(running=True)
+    assert not mps.daemon_running(run=control, which=lambda name: None) and control.calls == []

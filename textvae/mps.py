@@ -41,6 +41,13 @@ def cuda_wanted(devices: Iterable[str]) -> bool:
     return torch.cuda.is_available()
 
 
+def daemon_running(run: Runner | None = None, which: Callable[[str], str | None] | None = None) -> bool:
+    """Whether an MPS control daemon answers now (False when the binary is not there)."""
+    probe = MPSDaemon(cuda=True, jobs=2, run=run, which=which)
+    probe.binary = probe._which(CONTROL)
+    return probe.binary is not None and probe._control(command="get_server_list\n")
+
+
 class MPSDaemon:
     """Start the MPS control daemon for ``jobs`` CUDA processes, and stop it afterwards if this started it.
 

@@ -1,5 +1,6 @@
 """IW-NLL throughput: ``textvae.evaluate.importance_log_weights`` against the one-sentence-at-a-time
-baseline of ``benchmarks/naive_iw_nll.py``."""
+baseline of ``benchmarks/naive_iw_nll.py``, and ``textvae eval``'s own path (``eval_path``: the whole
+``textvae.evaluate.evaluate`` on a seeded subset of the test split, as a user runs it, at each K)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from textvae import metrics
 from textvae.data.batching import Batch, bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
-from textvae.evaluate import importance_log_weights
+from textvae.evaluate import EvalSettings, evaluate, importance_log_weights, select_sentences
 
 from .clock import Clock
 from .corpus import Corpus
@@ -92,6 +93,63 @@ def bench_iw(clock: Clock, corpus: Corpus, sizes: Sizes, naive) -> dict:
         # the same sentences with independent samples: equal up to Monte-Carlo noise
         "mean_iw_nll": float(torch.cat(toolkit_nll).mean()),
         "mean_iw_nll_naive": float(torch.cat(naive_nll).mean()),
+        # textvae eval's whole path at K = 50 and 500; on a CPU only at the tests' tiny sizes (the
+        # bench's CPU budget has no room for two evaluations at K = 500 of the full-size model)
+        "eval_path": bench_eval_path(clock, corpus, sizes) if device.type == "cuda" or sizes.synthetic_base else {},
+    }
+
+
+def _peak_memory_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def eval_path(clock: Clock, model, split: EncodedSplit, pad_id: int, num_samples: int, sentences: int) -> dict:
+    """``textvae eval``'s code (``evaluate``: ELBO, MI, AU and IW-NLL) on ``sentences`` seeded test
+    sentences at K = ``num_samples``, timed after one untimed run: sentences/s, the IW-NLL FLOPs
+    (``iw_flops``; the ELBO pass and the encoder are not counted, so the rate is a lower bound) per
+    second, that rate over the fp32 matmul peak measured right after, and the peak GPU memory."""
+    device = clock.device
+    settings = EvalSettings(iw_samples=num_samples, max_sentences=sentences, progress_bar=False)
+    chosen = select_sentences(split, sentences, settings.seed)
+    batches = [chosen[b] for b in bucketed_batches(split.lengths[chosen], settings.batch_size, shuffle=False)]
+    flops = sum(iw_flops(model, batch, num_samples) for batch in iterate_batches(split, batches, pad_id))
+    evaluate(model, split, pad_id, settings)  # warm-up: kernels, the allocator's pools
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    results = []
+    seconds = clock.time(lambda: results.append(evaluate(model, split, pad_id, settings).metrics))
+    peak = clock.matmul()
+    gflops = flops / seconds / 1e9
+    log.info(
+        "eval path K=%d: %.1f sentences/s, %.0f GFLOP/s (%.2f of %.0f)",
+        num_samples,
+        len(chosen) / seconds,
+        gflops,
+        gflops / peak,
+        peak,
+    )
+    return {
+        "iw_samples": num_samples,
+        "sentences": len(chosen),
+        "seconds": seconds,
+        "sentences_per_s": len(chosen) / seconds,
+        "flops": flops,
+        "gflops": gflops,
+        "matmul_gflops": peak,
+        "peak_fraction": gflops / peak,
+        "peak_memory_mb": _peak_memory_mb(device),
+        "iw_nll": results[0]["iw_nll"],
+    }
+
+
+def bench_eval_path(clock: Clock, corpus: Corpus, sizes: Sizes) -> dict:
+    """``eval_path`` of the bench model at K = ``iw_small_samples`` and ``iw_samples``, on as many
+    test sentences as the IW-NLL comparison uses (at least one batch); GPU memory should not grow with K."""
+    model = seeded_model(vae_spec(sizes), corpus.vocab, clock.device).eval()
+    sentences = max(sizes.iw_batches * sizes.iw_batch_size, EvalSettings().batch_size)
+    return {
+        str(k): eval_path(clock, model, corpus.test, corpus.vocab.pad_id, k, sentences)
+        for k in (sizes.iw_small_samples, sizes.iw_samples)
     }
 
 

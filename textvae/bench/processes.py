@@ -25,7 +25,7 @@ from multiprocessing import get_context
 import torch
 
 from textvae.data.batching import Batch
-from textvae.mps import MPSDaemon
+from textvae.mps import MPSDaemon, daemon_running
 
 from .corpus import Corpus
 from .graphs import one_length_batches, reference_graphed, toolkit_graphed
@@ -149,6 +149,8 @@ def bench_processes(corpus: Corpus, sizes: Sizes, device: torch.device) -> dict:
         try:
             if not mps:
                 results[name] = aggregate(spec, sizes.process_counts, sizes.process_seconds)
+                if device.type == "cuda" and daemon_running():
+                    results[name]["step"] += "; an MPS daemon was already running: not time-sliced"
                 continue
             if device.type != "cuda":
                 results[name] = {"missing": "needs CUDA"}

@@ -84,7 +84,7 @@ def run(
     reference = load_reference("reference_step")
     naive = load_reference("naive_iw_nll")
     started = time.perf_counter()
-    info = machine(device)
+    info = None  # read after the processes section: its device name would make a CUDA context here
     measured, section_seconds = {}, {}
     with tempfile.TemporaryDirectory(prefix="textvae-bench-") as scratch:
         corpora = load_corpora(sizes, Path(scratch), data_root, scaled="memory" in sections)
@@ -103,6 +103,8 @@ def run(
             "image": lambda: bench_image(clock, sizes),
         }
         for name in (name for name in SECTIONS if name in sections):
+            if info is None and name != "processes":
+                info = machine(device)
             if clock is None and name != "processes":
                 # a GPU finishes a 2048³ product in well under a millisecond: time a larger one there
                 clock = Clock(device, sizes.matmul_size if device.type == "cpu" else max(sizes.matmul_size, 8192))
@@ -111,7 +113,7 @@ def run(
     results = summarize(clock, measured, list(corpora), sizes)
     results["details"].update(seconds=time.perf_counter() - started, section_seconds=section_seconds)
     results["machine"] = {
-        **info,
+        **(info or machine(device)),
         "load_average_1min_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     return results
