@@ -1,4 +1,4 @@
-"""The image training loop: the text loop's guarantees (``textvae.train``) for any registered image model.
+"""Image training: the image family of the training engine (``textvae.engine``), for any registered image model.
 
 A run directory holds ``config.json`` (the resolved recipe), ``metrics.jsonl`` (one JSON object per
 logged step, per validation and per skipped step), ``last.pt`` (every ``checkpoint_every_steps``
@@ -13,8 +13,10 @@ same pixels; validation runs on its own seeded RNG and never shifts the training
 A step: ``loss_terms(x, step)`` → backward on ``LossTerms.loss`` → clip → optimizer step (a
 non-finite loss or gradient skips the step, counted; ``max_nonfinite_in_a_row`` stops the run)
 → ``model.end_of_step(step)`` when the model has it (its scalars are logged). ``train.lr_decay_*``,
-``early_stop_patience``, ``reload_best_on_decay`` work as in the text loop. One process only
-(no torchrun); ``train.device = "auto"`` takes the GPU when there is one.
+``early_stop_patience``, ``reload_best_on_decay`` work as for text (the engine does both). One
+process only (no torchrun); ``train.device = "auto"`` takes the GPU when there is one. What is
+image-specific lives here: ``ImageFamily`` (data, model, validation, checkpoint format),
+``ImageStepper`` (the step) and ``ImageWindow`` (the running means of a train record).
 """
 
 from __future__ import annotations
@@ -22,42 +24,23 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from textvae import __version__, distributed, faults, registry
-from textvae.checkpoint import (
-    FORMAT,
-    atomic_write_text,
-    read_checkpoint,
-    read_checkpoint_or_previous,
-    read_checkpoint_strict,
-    write_checkpoint_payload,
-)
+from textvae import __version__, distributed, registry
+from textvae.checkpoint import FORMAT, read_checkpoint, read_checkpoint_strict, write_checkpoint_payload
+from textvae.engine import Engine, StepOutcome, TrainSummary
+from textvae.engine.state import seed_everything
 from textvae.errors import TextVAEError
 from textvae.image.config import ImageRecipe, image_recipe_from_dict, is_image_config
 from textvae.image.data import batch_generator, epoch_order, image_shape, load_image_split
 from textvae.image.evaluate import TermTotals, main_term, select_examples, validate_image
 from textvae.strategies import StepContext, apply_update
-from textvae.train import (
-    MetricsLog,
-    Progress,
-    TrainSummary,
-    end_of_epoch,
-    finish_run,
-    make_optimizer,
-    prepare_run_dir,
-    rng_state,
-    set_rng_state,
-    skip_non_finite_step,
-    without_runtime_keys,
-)
 
 log = logging.getLogger(__name__)
 
@@ -136,177 +119,119 @@ def is_image_run(path: str | Path) -> bool:
     return False
 
 
+def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) -> TrainSummary:
+    """Train ``recipe`` into ``run_dir`` (module docstring); ``resume`` continues from ``last.pt``."""
+    if distributed.launched_world_size() > 1:
+        raise TextVAEError("image models train in one process; torchrun is not supported for them")
+    context = distributed.Context(device=resolve_image_device(recipe.train.device))
+    return Engine(ImageFamily(recipe, Path(run_dir), context.device), recipe, Path(run_dir), resume, context).run()
+
+
+class ImageWindow:
+    """Means of the objective, the honest terms and the models' scalars since the last log line."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.totals = TermTotals()
+
+    def add_step(self, outcome: StepOutcome) -> None:
+        self.totals.add(outcome.terms, outcome.examples)
+        self.totals.add_scalars(outcome.scalars)
+
+    def postfix(self, elapsed: float) -> dict[str, str]:
+        means, shown = self.totals.means(), main_term(self.totals.term_means())
+        return {
+            "img_s": f"{self.totals.examples / max(elapsed, 1e-9):.0f}",
+            "loss": f"{means['objective']:.3f}",
+            **({shown: f"{means[shown]:.3f}"} if shown else {}),
+        }
+
+    def report(self, dist: distributed.Context, elapsed: float) -> tuple[dict[str, float], dict[str, float]]:
+        return self.totals.means(), {"images_per_s": self.totals.examples / max(elapsed, 1e-9)}
+
+
 def _no_random_batches():
     raise NotImplementedError("image training has no strategy that asks for random batches")
 
 
-def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) -> TrainSummary:
-    """Train ``recipe`` into ``run_dir`` (module docstring); ``resume`` continues from ``last.pt``."""
-    cfg = recipe.train
-    run_dir = Path(run_dir)
-    if distributed.launched_world_size() > 1:
-        raise TextVAEError("image models train in one process; torchrun is not supported for them")
-    device = resolve_image_device(cfg.device)
-    prepare_run_dir(run_dir, recipe, resume)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+class ImageStepper:
+    """``loss_terms(x, step)`` → backward on ``LossTerms.loss`` → clip → optimizer step, then
+    ``model.end_of_step(step)`` when the model has it (its scalars are logged)."""
 
-    resumed = read_checkpoint_or_previous(run_dir / "last.pt")[0] if resume else None
-    if resumed and resumed.get("family") != FAMILY:
-        raise TextVAEError(f"{run_dir}: --resume of a text run with an image recipe")
-    if resumed and without_runtime_keys(json.loads(resumed["config"])) != without_runtime_keys(recipe.to_dict()):
-        raise TextVAEError(f"{run_dir}: --resume with a different config than the run was started with")
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip, steps_per_epoch: int):
+        self.model = model
+        self.context = StepContext(model, optimizer, grad_clip, 0, steps_per_epoch, _no_random_batches)
 
-    # --- model first: a value the constructor rejects fails before any data is read
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    model = build_image_model(recipe).to(device)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience
-    )
+    def step(self, x: torch.Tensor, step: int) -> StepOutcome:
+        out = self.model.loss_terms(x, step=step)
+        self.context.step = step
+        updated = apply_update(self.context, out.loss)
+        scalars = {}
+        if updated and hasattr(self.model, "end_of_step"):
+            scalars = self.model.end_of_step(step + 1) or {}
+        return StepOutcome(updated, out, len(x), scalars=scalars)
 
-    # --- data
-    valid_split = load_image_split(recipe.data, "valid")  # checked first: the smaller read fails faster
-    train_split = load_image_split(recipe.data, "train")
-    valid_indices = select_examples(len(valid_split), cfg.max_valid_sentences, cfg.seed)
-    log.info(
-        "data %s%s: train %d, valid %d (of %d) examples of shape %s",
-        recipe.data.dataset,
-        " (binarized)" if recipe.data.binarize else "",
-        len(train_split),
-        len(valid_indices),
-        len(valid_split),
-        train_split.example_shape,
-    )
 
-    progress = Progress()
-    if resumed:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        set_rng_state(resumed["rng"], device)
-        progress = Progress(**resumed["progress"])
+class ImageFamily:
+    """Images: a registered image model, seeded epoch orders with per-batch binarization, its own loss."""
+
+    def __init__(self, recipe: ImageRecipe, run_dir: Path, device: torch.device):
+        self.recipe, self.cfg, self.run_dir, self.device = recipe, recipe.train, run_dir, device
+
+    def check_resumed(self, payload: dict) -> None:
+        if payload.get("family") != FAMILY:
+            raise TextVAEError(f"{self.run_dir}: --resume of a text run with an image recipe")
+
+    def build(self, resumed: dict | None) -> torch.nn.Module:
+        """The model first: a value the constructor rejects fails before any data is read."""
+        seed_everything(self.cfg.seed)
+        self.model = build_image_model(self.recipe).to(self.device)
+        data = self.recipe.data
+        self.valid_split = load_image_split(data, "valid")  # checked first: the smaller read fails faster
+        self.train_split = load_image_split(data, "train")
+        self.valid_indices = select_examples(len(self.valid_split), self.cfg.max_valid_sentences, self.cfg.seed)
         log.info(
-            "resuming %s at step %d (epoch %d, batch %d)",
-            run_dir,
-            progress.step,
-            progress.epoch,
-            progress.batch_in_epoch,
+            "data %s%s: train %d, valid %d (of %d) examples of shape %s",
+            data.dataset,
+            " (binarized)" if data.binarize else "",
+            len(self.train_split),
+            len(self.valid_indices),
+            len(self.valid_split),
+            self.train_split.example_shape,
         )
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json", json.dumps(recipe.to_dict(), indent=2))
-    num_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s: %.2fM parameters on %s", recipe.model["type"], num_params / 1e6, device)
-    metrics_log = MetricsLog(run_dir / "metrics.jsonl", resumed["metrics_offset"] if resumed else None)
+        return self.model
 
-    def checkpoint(name: str) -> None:
-        save_image_checkpoint(
-            run_dir / name,
-            keep_previous=True,
-            recipe=recipe,
-            model=model,
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            rng=rng_state(device),
-            progress=asdict(progress),
-            metrics_offset=metrics_log.offset,
+    def run_files(self) -> dict[str, str]:
+        return {"config.json": json.dumps(self.recipe.to_dict(), indent=2)}
+
+    def restore(self, payload: dict) -> None:
+        """Image runs have no state beyond the engine's."""
+
+    def stepper(self, optimizer: torch.optim.Optimizer, forward: torch.nn.Module) -> ImageStepper:
+        steps_per_epoch = math.ceil(len(self.train_split) / self.cfg.batch_size)
+        return ImageStepper(self.model, optimizer, self.cfg.grad_clip, steps_per_epoch)
+
+    def epoch(self, epoch: int, start: int) -> tuple[int, Iterator[torch.Tensor]]:
+        """A seeded permutation cut into batches; batch b's pixels drawn from its own generator."""
+        batches = epoch_order(len(self.train_split), self.cfg.batch_size, self.cfg.seed, epoch)
+
+        def images() -> Iterator[torch.Tensor]:
+            for index in range(start, len(batches)):
+                pixels = batch_generator(self.cfg.seed, epoch, index)
+                yield self.train_split.images(batches[index], pixels).to(self.device)  # (B, C, H, W)
+
+        return len(batches), images()
+
+    def new_window(self) -> ImageWindow:
+        return ImageWindow()
+
+    def validate(self, step: int) -> tuple[dict, str]:
+        cfg = self.cfg
+        result = validate_image(
+            self.model, self.valid_split, self.valid_indices, cfg.batch_size, step, cfg.seed, self.device
         )
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in result.items() if k not in ("loss", "num_examples"))
+        return result, shown
 
-    def validate() -> dict:
-        result = {
-            "step": progress.step,
-            **validate_image(model, valid_split, valid_indices, cfg.batch_size, progress.step, cfg.seed, device),
-        }
-        improved = result["loss"] < progress.best_valid
-        if improved:
-            progress.best_valid, progress.best_step = result["loss"], progress.step
-            checkpoint("best.pt")
-        lr = optimizer.param_groups[0]["lr"]
-        metrics_log.write({"event": "valid", "epoch": progress.epoch, "improved": improved, "lr": lr, **result})
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in result.items() if k not in ("step", "loss", "num_examples"))
-        log.info("valid step %d: loss %.4g  %s%s", progress.step, result["loss"], shown, "  (best)" if improved else "")
-        return result
-
-    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
-    step_context = StepContext(model, optimizer, cfg.grad_clip, progress.step, steps_per_epoch, _no_random_batches)
-    started = time.perf_counter()
-    last_valid: dict = {}
-    window, window_started = TermTotals(), time.perf_counter()
-    stop = progress.finished
-    while not stop and progress.epoch < cfg.epochs:
-        batches = epoch_order(len(train_split), cfg.batch_size, cfg.seed, progress.epoch)
-        bar = tqdm(
-            total=len(batches),
-            initial=progress.batch_in_epoch,
-            desc=f"epoch {progress.epoch + 1}",
-            unit="batch",
-            disable=None if cfg.progress_bar else True,
-            leave=False,
-        )
-        model.train()
-        while progress.batch_in_epoch < len(batches):
-            pixels = batch_generator(cfg.seed, progress.epoch, progress.batch_in_epoch)
-            x = train_split.images(batches[progress.batch_in_epoch], pixels).to(device)  # (B, C, H, W)
-            out = model.loss_terms(x, step=progress.step)
-            step_context.step = progress.step
-            updated = apply_update(step_context, out.loss)
-            progress.batch_in_epoch += 1
-            bar.update(1)
-            if not updated:
-                skip_non_finite_step(progress, cfg, run_dir, metrics_log)
-                continue
-            progress.step += 1
-            progress.skipped_in_a_row = 0
-            window.add(out, len(x))
-            if hasattr(model, "end_of_step"):
-                window.add_scalars(model.end_of_step(progress.step) or {})
-            elapsed = time.perf_counter() - window_started
-            means = window.means()
-            shown = main_term(window.term_means())
-            bar.set_postfix(
-                img_s=f"{window.examples / max(elapsed, 1e-9):.0f}",
-                loss=f"{means['objective']:.3f}",
-                **({shown: f"{means[shown]:.3f}"} if shown else {}),
-            )
-            if progress.step % cfg.log_every_steps == 0:
-                record = {
-                    "event": "train",
-                    "step": progress.step,
-                    "epoch": progress.epoch,
-                    **means,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "images_per_s": window.examples / max(elapsed, 1e-9),
-                }
-                metrics_log.write(record)
-                # without a visible progress bar (not a terminal, or switched off) progress goes to the log
-                (log.debug if not bar.disable else log.info)(
-                    "step %d (epoch %d): %s  lr %.3g  %.0f images/s",
-                    progress.step,
-                    progress.epoch + 1,
-                    "  ".join(f"{k} {v:.4g}" for k, v in means.items()),
-                    record["lr"],
-                    record["images_per_s"],
-                )
-                window, window_started = TermTotals(), time.perf_counter()
-            if cfg.validate_every_steps and progress.step % cfg.validate_every_steps == 0:
-                last_valid = validate()
-                model.train()
-            if cfg.max_steps is not None and progress.step >= cfg.max_steps:
-                stop = True
-                break
-            if cfg.checkpoint_every_steps and progress.step % cfg.checkpoint_every_steps == 0:
-                checkpoint("last.pt")
-            faults.kill_point("after_step", progress.step)
-        bar.close()
-        if stop:
-            break
-        progress.epoch += 1
-        progress.batch_in_epoch = 0
-        if last_valid.get("step") != progress.step:  # not validated at this step already
-            last_valid = validate()
-        stop = end_of_epoch(progress, last_valid, scheduler, optimizer, model, run_dir, cfg, distributed.SINGLE_PROCESS)
-        checkpoint("last.pt")
-
-    return finish_run(run_dir, progress, last_valid, validate, checkpoint, metrics_log, started)
+    def save_checkpoint(self, path: Path, **state: Any) -> None:
+        save_image_checkpoint(path, keep_previous=True, recipe=self.recipe, model=self.model, **state)

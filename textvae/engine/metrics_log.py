@@ -1,0 +1,34 @@
+"""``metrics.jsonl``: one JSON object per line (train windows, validations, skipped steps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl``; ``offset`` is saved in checkpoints,
+    and a resumed run cuts the file back to it (``truncate_to``)."""
+
+    def __init__(self, path: Path, truncate_to: int | None, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        if not enabled:  # the other ranks of a torchrun job: rank 0 keeps the log
+            self.handle = None
+            return
+        if truncate_to is not None and path.exists():
+            with path.open("r+b") as handle:
+                handle.truncate(truncate_to)
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()
+
+    @property
+    def offset(self) -> int:
+        return self.handle.tell() if self.handle is not None else 0
+
+    def close(self) -> None:
+        if self.handle is not None and not self.handle.closed:
+            self.handle.close()
