@@ -196,3 +196,33 @@ def test_cpu_and_cuda_agree_on_the_same_draws():
             log_px = evaluate_module.decoder_log_likelihood(model, on_device, z.to(device), 50, "fp32")
         values[device] = -metrics.iw_log_likelihood(log_px).cpu()
     assert (values["cpu"] - values["cuda"]).abs().max() < 0.01
+
+
+def test_the_gpu_eval_check_script_runs_every_row_on_the_cpu_at_toy_sizes(tmp_path, capsys):
+    import importlib.util
+    import random
+
+    rng = random.Random(0)
+    words = ["the", "cat", "dog", "bird", "sees", "likes", "chases", "a", "big", "red"]
+    corpus = tmp_path / "ptb"
+    corpus.mkdir()
+    for split, count in (("train", 120), ("valid", 20), ("test", 30)):
+        lines = (" ".join(rng.choices(words, k=rng.randint(2, 9))) for _ in range(count))
+        (corpus / f"ptb.{split}.txt").write_text("".join(f"{line}\n" for line in lines))
+    spec = importlib.util.spec_from_file_location("gpu_eval_check", REPO / "scripts" / "gpu_eval_check.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "check.json"
+    sizes = ["--cpu-sentences", "12", "--cpu-k", "5", "--full-k", "10", "--throughput-sentences", "10"]
+    argv = ["--device", "cpu", "--tiny", "--data-root", str(corpus), "--out", str(out), "--train-steps", "3", *sizes]
+    assert script.main(argv) == 0
+    results = json.loads(out.read_text())
+    failed = {name: row["error"] for name, row in results.items() if isinstance(row, dict) and "error" in row}
+    assert not failed, failed
+    assert results["same_draws"]["max_abs_diff"] == 0.0  # the CPU against itself
+    assert results["eval_device_full"]["num_sentences"] == 30 and results["eval_device_full"]["iw_samples"] == 10
+    assert results["eval_bf16"]["matmul_precision_check"]["precision"] == "bf16"
+    assert results["subset_comparison"]["iw_nll"]["diff"] == 0.0  # same device, same seed: same numbers
+    rates = {k: v for k, v in results["throughput"].items() if isinstance(v, dict)}
+    assert len(rates) == 4 and all(v["sentences_per_s"] > 0 and v["flops"] > 0 for v in rates.values())
+    assert "| same_draws |" in capsys.readouterr().out
