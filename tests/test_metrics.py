@@ -153,3 +153,39 @@ def test_elbo_terms_are_honest_per_example(tiny_vae, batch):
     assert terms.kl_per_dim.shape == (3, 4)
     torch.testing.assert_close(terms.kl, terms.kl_per_dim.sum(-1))
     assert terms.num_tokens.tolist() == [6, 3, 2]  # words + EOS, not BOS
+
+
+def test_mi_standard_error_matches_the_spread_of_the_estimate_over_draws():
+    # identical posteriors (a collapsed encoder): I(x; z) = 0, every estimate is Monte-Carlo noise
+    from textvae.metrics import mutual_info_estimate, mutual_info_se
+
+    means, logvars = torch.zeros(40, 3, dtype=torch.float64), torch.zeros(40, 3, dtype=torch.float64)
+    spreads = {}
+    for samples in (1, 8):
+        estimates, errors = [], []
+        for seed in range(200):
+            terms = []
+            generator = torch.Generator().manual_seed(seed)
+            estimates.append(float(mutual_info_estimate(means, logvars, generator, samples=samples, terms=terms)))
+            assert terms[0].shape == (samples, 40)
+            assert abs(float(terms[0].mean()) - estimates[-1]) < 1e-9  # the estimate is the terms' mean
+            errors.append(float(mutual_info_se(terms[0])))
+        spread = spreads[samples] = torch.tensor(estimates).std().item()
+        assert abs(sum(estimates) / len(estimates)) < 3 * spread / len(estimates) ** 0.5  # unbiased around 0
+        assert 0.8 < (sum(errors) / len(errors)) / spread < 1.25, samples
+        assert sum(abs(e) <= 2 * s for e, s in zip(estimates, errors, strict=True)) >= 0.9 * len(estimates)
+    assert spreads[8] < 0.5 * spreads[1]  # 8 draws per sentence: about 1/sqrt(8) of the noise
+
+
+def test_mi_with_one_draw_keeps_he_et_al_s_protocol_and_its_random_stream():
+    from textvae.metrics import mutual_info_estimate
+
+    generator = torch.Generator().manual_seed(3)
+    means, logvars = torch.randn(9, 4, generator=generator), torch.randn(9, 4, generator=generator) * 0.1 - 1
+    one = mutual_info_estimate(means, logvars, torch.Generator().manual_seed(0))
+    eps = torch.randn(means.shape, generator=torch.Generator().manual_seed(0))  # the draw of the old code
+    z = means + eps * torch.exp(0.5 * logvars)
+    pool = torch.distributions.Normal(means.unsqueeze(0), torch.exp(0.5 * logvars).unsqueeze(0))
+    log_qz = torch.logsumexp(pool.log_prob(z.unsqueeze(1)).sum(-1), dim=1) - math.log(9)
+    entropy = torch.distributions.Normal(means, torch.exp(0.5 * logvars)).entropy().sum(-1)
+    assert abs(float(one) - float((-entropy - log_qz).mean())) < 1e-5

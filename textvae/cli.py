@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="run directory or checkpoint file")
     evaluate.add_argument("--split", choices=["valid", "test"], default=None)
     evaluate.add_argument("--iw-samples", type=_positive_int, default=None, help="K importance samples")
+    mi_help = "z draws per sentence for MI (default: the recipe's eval.mi_samples; 1 = He et al. 2019's protocol)"
+    evaluate.add_argument("--mi-samples", type=_positive_int, default=None, help=mi_help)
     evaluate.add_argument("--iw-chunk-size", type=_positive_int, default=None)
     evaluate.add_argument("--batch-size", type=_positive_int, default=None)
     evaluate.add_argument(
@@ -316,6 +318,7 @@ def _cmd_eval(args) -> None:
         max_sentences=args.max_sentences or defaults.max_sentences,
         seed=defaults.seed if args.seed is None else args.seed,
         matmul_precision=args.matmul_precision or "fp32",
+        mi_samples=args.mi_samples or defaults.mi_samples,
     )
     device = _eval_device(args, defaults.device)
     if args.dump_posterior is not None and not loaded.model.has_latent:
@@ -344,6 +347,7 @@ def _cmd_eval(args) -> None:
             f"{metrics['num_sentences']} sentences, {metrics['num_tokens']} tokens; "
             f"{metrics['num_sentences'] / metrics['eval_seconds']:.1f} sentences/s on {metrics['device']}\n"
         )
+        sys.stdout.write(_mi_line(metrics) + "\n")
         if "matmul_precision_check" in metrics:
             check = metrics["matmul_precision_check"]
             sys.stdout.write(
@@ -448,6 +452,19 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TextVAEError(f"{path}: not a JSON results file ({err})") from None
+
+
+def _mi_line(metrics: dict) -> str:
+    """Both MI estimates with their Monte-Carlo standard errors, flagged when they read as noise."""
+    from textvae.reproduction import mi_is_noise
+
+    parts = []
+    for key, name in (("mi_batch", "MI(batch)"), ("mi_full", "MI(full)")):
+        noise = mi_is_noise(metrics[key], metrics[f"{key}_se"], metrics["kl"])
+        parts.append(f"{name} {metrics[key]:.3f} ± {metrics[f'{key}_se']:.3f}" + (" (noise: †)" if noise else ""))
+    draws = metrics["mi_samples"]
+    protocol = "He et al. 2019's protocol" if draws == 1 else "more than He et al. 2019's one"
+    return f"{'; '.join(parts)} (Monte-Carlo s.e.; {draws} z draw(s) per sentence, {protocol}); KL {metrics['kl']:.3f}"
 
 
 def _cmd_report(args) -> None:

@@ -150,10 +150,11 @@ class EvalConfig:
     batch_size: int = 32  # sentences per encoder pass
     max_sentences: int | None = None  # a seeded subset of the split; None = all of it
     seed: int = 0
+    mi_samples: int = 1  # z draws per sentence for MI (its noise falls as 1/sqrt); 1 = He et al. 2019's protocol
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU when CUDA is available (a runtime key)
 
     def __post_init__(self):
-        counts = ("iw_samples", "iw_chunk_size", "batch_size", "max_sentences")
+        counts = ("iw_samples", "iw_chunk_size", "batch_size", "max_sentences", "mi_samples")
         _check_ranges(self, {**dict.fromkeys(counts, _AT_LEAST_ONE), "seed": _NON_NEGATIVE})
 
 

@@ -53,9 +53,10 @@ class EvalSettings:
     seed: int = 0
     progress_bar: bool = True
     matmul_precision: str = "fp32"  # fp32 | tf32 | bf16 (``eval_device.matmul_precision``)
+    mi_samples: int = 1  # z draws per sentence for both MI estimators; 1 = He et al. 2019's protocol
 
     def __post_init__(self):
-        for name in ("iw_samples", "iw_chunk_size", "batch_size"):
+        for name in ("iw_samples", "iw_chunk_size", "batch_size", "mi_samples"):
             if getattr(self, name) < 1:
                 raise TextVAEError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
         if self.max_sentences is not None and self.max_sentences < 1:
@@ -305,6 +306,7 @@ class _VaeSums:
         self.sums = {name: torch.zeros((), dtype=torch.float64, device=device) for name in self.NAMES}
         self.kl_per_dim = torch.zeros(latent_dim, dtype=torch.float64, device=device)
         self.tokens = torch.zeros((), dtype=torch.long, device=device)
+        self.mi_terms: list[torch.Tensor] = []  # per-draw terms of He et al.'s MI, (S, B) per batch
 
     def add_iw(self, log_weights: torch.Tensor) -> None:
         """The IW-NLL of each sentence of a pass from its log weights (K, B): log-sum-exp in float32."""
@@ -353,7 +355,10 @@ def _evaluate_vae(model, split, batches, chosen, pad_id, settings, device, bar) 
         sums.sums["kl"] += terms.kl.sum().double()
         sums.kl_per_dim += terms.kl_per_dim.sum(0).double()
         sums.tokens += terms.num_tokens.sum()
-        sums.sums["mi_batch"] += metrics.mutual_info_estimate(posterior.mean, posterior.logvar, generator) * len(batch)
+        mi = metrics.mutual_info_estimate(
+            posterior.mean, posterior.logvar, generator, samples=settings.mi_samples, terms=sums.mi_terms
+        )
+        sums.sums["mi_batch"] += mi * len(batch)
         draws = draw_importance_samples(model, inference, settings.iw_samples, settings.iw_chunk_size, generator)
         pending.append(_Pending(batch, split.lengths[indices], draws))
         pending_rows = sum(len(p.batch) for p in pending) * settings.iw_samples
@@ -368,7 +373,8 @@ def _evaluate_vae(model, split, batches, chosen, pad_id, settings, device, bar) 
 def _vae_result(sums: _VaeSums, means, logvars, generator, settings: EvalSettings) -> EvalResult:
     """The metrics dict from the device sums (read here, once) and the posterior parameters."""
     n = means.shape[0]
-    mi_full = metrics.mutual_info_full(means, logvars, generator)
+    full_terms: list[torch.Tensor] = []
+    mi_full = metrics.mutual_info_full(means, logvars, generator, samples=settings.mi_samples, terms=full_terms)
     totals, kl_per_dim, total_tokens = sums.read()
     iw_mean = totals["iw_nll"] / n
     iw_var = max(totals["iw_nll_sq"] / n - iw_mean**2, 0.0) * n / (n - 1) if n > 1 else float("nan")
@@ -390,6 +396,9 @@ def _vae_result(sums: _VaeSums, means, logvars, generator, settings: EvalSetting
         "posterior_mean_variance": variances.tolist(),
         "mi_batch": totals["mi_batch"] / n,
         "mi_full": mi_full,
+        "mi_batch_se": float(metrics.mutual_info_se(torch.cat(sums.mi_terms, dim=1))),  # Monte-Carlo SE
+        "mi_full_se": float(metrics.mutual_info_se(full_terms[0])),
+        "mi_samples": settings.mi_samples,  # 1: He et al. 2019's protocol
         "num_sentences": n,
         "num_tokens": total_tokens,
         "seed": settings.seed,

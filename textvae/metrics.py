@@ -32,28 +32,64 @@ def active_units(means: Tensor, threshold: float = AU_THRESHOLD) -> int:
     return int((posterior_mean_variance(means) >= threshold).sum())
 
 
-def mutual_info_estimate(
-    means: Tensor, logvars: Tensor, generator: torch.Generator | None = None, chunk: int | None = None
-) -> Tensor:
-    """I(x; z) = E_x[−H(q(z|x))] − E_z[log q(z)] over the N posteriors given, with one z_i ~ q(z|x_i)
-    each and the aggregate posterior q(z) = 1/N Σ_j q(z|x_j) over the same N; a 0-dim float64
-    tensor on their device (nothing is read back to the host). Chunked over the samples (``chunk``
-    rows, default all N) so that memory is (chunk, N, D), not (N, N, D). The draw comes from
+def mutual_info_draws(
+    means: Tensor, logvars: Tensor, generator: torch.Generator | None = None, chunk: int | None = None, samples: int = 1
+) -> tuple[Tensor, Tensor]:
+    """The two parts of I(x; z) = E_x[−H(q(z|x))] − E_z[log q(z)] over N posteriors: −H(q(z|x_i)) (N,)
+    and log q(z_si) (S, N) for S draws z_si ~ q(z|x_i), where q(z) = 1/N Σ_j q(z|x_j) over the same N.
+    ``samples`` = 1 is He et al. 2019's protocol (one z per sentence). Chunked over the draws
+    (``chunk`` rows, default N) so that memory is (chunk, N, D), not (S·N, N, D); the draws come from
     ``generator``, which must live on the posteriors' device."""
     num, latent_dim = means.shape
     chunk = num if chunk is None else chunk
-    neg_entropy = (-0.5 * latent_dim * LOG_2PI - 0.5 * (1 + logvars).sum(-1)).sum()
-    eps = torch.randn(means.shape, generator=generator, dtype=means.dtype, device=means.device)
-    z = means + eps * torch.exp(0.5 * logvars)  # (N, D)
+    neg_entropy = -0.5 * latent_dim * LOG_2PI - 0.5 * (1 + logvars).sum(-1)  # (N,)
+    eps = torch.randn((samples, num, latent_dim), generator=generator, dtype=means.dtype, device=means.device)
+    z = (means + eps * torch.exp(0.5 * logvars)).reshape(-1, latent_dim)  # (S·N, D)
     pool_var = logvars.exp()  # (N, D)
     log_norm = 0.5 * (latent_dim * LOG_2PI + logvars.sum(-1))  # (N,)
-    log_qz_sum = torch.zeros((), dtype=torch.float64, device=means.device)
+    log_qz = []
     for z_chunk in z.split(chunk):
         dev = z_chunk.unsqueeze(1) - means.unsqueeze(0)  # (c, N, D)
         log_density = -0.5 * (dev**2 / pool_var.unsqueeze(0)).sum(-1) - log_norm.unsqueeze(0)  # (c, N)
-        log_qz = torch.logsumexp(log_density, dim=1) - math.log(num)  # (c,)
-        log_qz_sum += log_qz.sum().double()  # each chunk's sum in the posterior's dtype, added in float64
-    return (neg_entropy.double() - log_qz_sum) / num
+        log_qz.append(torch.logsumexp(log_density, dim=1) - math.log(num))  # (c,)
+    return neg_entropy, torch.cat(log_qz).view(samples, num)
+
+
+def mutual_info_estimate(
+    means: Tensor,
+    logvars: Tensor,
+    generator: torch.Generator | None = None,
+    chunk: int | None = None,
+    samples: int = 1,
+    terms: list[Tensor] | None = None,
+) -> Tensor:
+    """I(x; z) = E_x[−H(q(z|x))] − E_z[log q(z)] over the N posteriors given, with ``samples`` draws
+    z ~ q(z|x_i) each (``mutual_info_draws``); a 0-dim float64 tensor on their device (nothing is
+    read back to the host). Each chunk's sum is taken in the posteriors' dtype and added in float64.
+    When ``terms`` is a list, the per-draw terms −H(q(z|x_i)) − log q(z_si), (S, N) float64, are
+    appended to it (``mutual_info_se`` turns them into the estimate's Monte-Carlo standard error)."""
+    num = means.shape[0]
+    chunk = num if chunk is None else chunk
+    neg_entropy, log_qz = mutual_info_draws(means, logvars, generator, chunk, samples)
+    log_qz_sum = torch.zeros((), dtype=torch.float64, device=means.device)
+    for part in log_qz.view(-1).split(chunk):
+        log_qz_sum += part.sum().double()
+    if terms is not None:
+        terms.append(neg_entropy.double() - log_qz.double())
+    return (samples * neg_entropy.sum().double() - log_qz_sum) / (samples * num)
+
+
+def mutual_info_se(terms: Tensor) -> Tensor:
+    """Monte-Carlo standard error of the MI estimate from its per-draw terms (S, N): with S ≥ 2 draws
+    per posterior, sqrt(Σ_i Var_s / S) / N from each posterior's spread over its draws; with S = 1,
+    the spread over the N posteriors / sqrt(N), an upper bound (it also counts the real variation
+    between sentences). Both ignore that q(z) is estimated from the same N posteriors."""
+    samples, num = terms.shape
+    if samples >= 2:
+        return (terms.var(dim=0, unbiased=True) / samples).sum().sqrt() / num
+    if num < 2:
+        return torch.full((), float("nan"), dtype=terms.dtype, device=terms.device)
+    return terms[0].std(unbiased=True) / math.sqrt(num)
 
 
 def mutual_info_minibatch(means: Tensor, logvars: Tensor, generator: torch.Generator | None = None) -> float:
@@ -64,10 +100,15 @@ def mutual_info_minibatch(means: Tensor, logvars: Tensor, generator: torch.Gener
 
 
 def mutual_info_full(
-    means: Tensor, logvars: Tensor, generator: torch.Generator | None = None, chunk: int = 256
+    means: Tensor,
+    logvars: Tensor,
+    generator: torch.Generator | None = None,
+    chunk: int = 256,
+    samples: int = 1,
+    terms: list[Tensor] | None = None,
 ) -> float:
     """I(x; z) of Li et al. 2019: the aggregate posterior q(z) over the whole evaluation set."""
-    return float(mutual_info_estimate(means, logvars, generator, chunk))
+    return float(mutual_info_estimate(means, logvars, generator, chunk, samples, terms))
 
 
 def iw_log_likelihood(log_weights: Tensor) -> Tensor:

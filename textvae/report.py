@@ -33,10 +33,24 @@ def markdown_table(rows: Sequence[tuple[str, Mapping]], columns=COLUMNS, name_he
     used = [c for c in columns if any(c[0] in r for _, r in rows)]
     header = [name_header, *(title for _, title, _ in used)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    marked = False
     for name, result in rows:
-        cells = [name, *(_cell(result.get(key), fmt) for key, _, fmt in used)]
+        cells = [name]
+        for key, _, fmt in used:
+            cells.append(_cell(result.get(key), fmt))
+            if key.startswith("mi_") and _mi_noise(result, key):
+                cells[-1] += " †"
+                marked = True
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = ["", "† MI within two Monte-Carlo standard errors of 0, or above the KL: estimator noise."]
+    return "\n".join(lines + (note if marked else []))
+
+
+def _mi_noise(result: Mapping, key: str) -> bool:
+    from textvae.reproduction import mi_is_noise
+
+    value = result.get(key)
+    return isinstance(value, int | float) and mi_is_noise(value, result.get(f"{key}_se"), result.get("kl"))
 
 
 def reproduction_report(recipes_dir: Path | None, run_dirs: Sequence[Path], update: Sequence[Path] = ()) -> str:
