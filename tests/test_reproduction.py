@@ -176,3 +176,13 @@ def test_report_reproduction_rewrites_the_readme_block_and_rejects_a_bad_directo
     assert main(["report", "--reproduction", "recipes", str(tmp_path)]) == 2  # no results.json there
     (tmp_path / "plain.md").write_text("no markers\n")
     assert main(["report", "--reproduction", "recipes", "--update", str(tmp_path / "plain.md")]) == 2
+
+
+def test_the_readmes_hold_the_status_generated_from_the_committed_results(monkeypatch):
+    from textvae.reproduction import status_markdown, status_rows
+
+    monkeypatch.chdir(ROOT)
+    runs = sorted(p.parent for p in Path("recipes/results").glob("*/results.json"))
+    block = status_markdown(status_rows(Path("recipes"), runs))
+    for readme in ("README.md", "recipes/README.md"):
+        assert block in (ROOT / readme).read_text(encoding="utf-8"), f"{readme}: regenerate its status block"
