@@ -226,3 +226,21 @@ def test_the_gpu_eval_check_script_runs_every_row_on_the_cpu_at_toy_sizes(tmp_pa
     rates = {k: v for k, v in results["throughput"].items() if isinstance(v, dict)}
     assert len(rates) == 4 and all(v["sentences_per_s"] > 0 and v["flops"] > 0 for v in rates.values())
     assert "| same_draws |" in capsys.readouterr().out
+
+
+def test_image_evaluation_gives_the_numbers_recorded_before_device_support():
+    from tests.test_image_framework import MNIST, TinyImageCodes, TinyImageVAE
+    from textvae.image.config import ImageDataConfig, ImageEvalConfig
+    from textvae.image.data import load_image_split
+    from textvae.image.evaluate import evaluate_image
+
+    golden = json.loads(GOLDEN.read_text())
+    split = load_image_split(ImageDataConfig(root=str(MNIST), binarize=True), "valid")
+    for cls in (TinyImageVAE, TinyImageCodes):
+        torch.manual_seed(0)
+        model = cls((1, 28, 28)).eval()
+        result = evaluate_image(model, split, ImageEvalConfig(**golden["image_settings"]), progress_bar=False).metrics
+        expected = golden["image_results"][cls.__name__]
+        wrong = {k: (result[k], v) for k, v in expected.items() if not _close(result[k], v)}
+        assert not wrong, (cls.__name__, wrong)
+        assert result["device"] == "cpu" and result["iw_chunk_size"] == 4  # off CUDA the recipe's chunk

@@ -1,4 +1,5 @@
-"""The command line: ``textvae train | eval | sample | reconstruct | interpolate | ablate | report | bench``.
+"""The command line: ``textvae train | eval | sample | reconstruct | interpolate | attribute | neighbours | generate
+| ablate | report | bench``.
 
 Every user error is reported as one line on stderr (``textvae: error: ...``) with exit status 2.
 """
@@ -13,6 +14,7 @@ import math
 import sys
 from pathlib import Path
 
+from textvae import latent_cli
 from textvae.errors import TextVAEError
 
 log = logging.getLogger("textvae")
@@ -148,13 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--file", type=Path, default=None, help="one sentence per line")
     reconstruct.add_argument("--sample-z", action="store_true", help="z ~ q(z|x) instead of its mean")
     _add_decode_options(reconstruct)
+    latent_cli.add_vector_options(reconstruct)
 
     interpolate = commands.add_parser("interpolate", help="decode points between two sentences")
     interpolate.add_argument("run", type=Path)
     interpolate.add_argument("first")
     interpolate.add_argument("second")
     interpolate.add_argument("--steps", type=_positive_int, default=5)
+    interpolate.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="the homotopy as a figure")
     _add_decode_options(interpolate)
+    latent_cli.add_vector_options(interpolate)
+    latent_cli.add_commands(commands, _add_decode_options, _positive_int)
     ablate = commands.add_parser("ablate", help="run an ablation: variants over a base recipe, one table")
     ablate.add_argument("ablation", type=Path, help="ablation TOML file with [[variants]]")
     ablate.add_argument("--out", type=Path, required=True, help="results directory (re-running resumes)")
@@ -255,6 +261,8 @@ def _cmd_eval_image(args) -> None:
     from textvae.image.train import load_image_checkpoint
     from textvae.report import markdown_table
 
+    if args.matmul_precision is not None:
+        raise TextVAEError("--matmul-precision is for text runs; an image run evaluates in fp32")
     checkpoint_path = resolve_checkpoint(args.run, args.checkpoint)
     loaded = load_image_checkpoint(checkpoint_path)
     options = {
@@ -264,6 +272,7 @@ def _cmd_eval_image(args) -> None:
         "batch_size": args.batch_size,
         "max_examples": args.max_sentences,
         "seed": args.seed,
+        "device": args.device,
     }
     settings = dataclasses.replace(loaded.recipe.eval, **{k: v for k, v in options.items() if v is not None})
     if args.dump_posterior is not None and not hasattr(loaded.model, "posterior"):
@@ -368,7 +377,7 @@ def _cmd_sample_image(args) -> None:
 
     from textvae.checkpoint import resolve_checkpoint
     from textvae.image.figures import save_samples
-    from textvae.image.train import load_image_checkpoint, resolve_image_device
+    from textvae.image.train import load_image_checkpoint
 
     if args.out is None:
         raise TextVAEError("an image run's samples are a PNG grid: give --out FILE.png")
@@ -377,7 +386,7 @@ def _cmd_sample_image(args) -> None:
     loaded = load_image_checkpoint(resolve_checkpoint(args.run, args.checkpoint))
     if not hasattr(loaded.model, "sample"):
         raise TextVAEError(f"image model {loaded.recipe.model['type']!r} has no prior to sample from")
-    device = resolve_image_device(loaded.recipe.train.device)
+    device = _eval_device(args, loaded.recipe.eval.device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     save_samples(loaded.model.to(device), args.num, generator, args.out)
     sys.stdout.write(f"samples: {args.out}\n")
@@ -414,7 +423,9 @@ def _cmd_reconstruct(args) -> None:
     _refuse_image_run(args.run, "reconstruct")
     model = textvae.load(args.run, args.checkpoint, device=args.device)
     sentences = _read_sentences(args)
-    outputs = model.reconstruct(sentences, use_mean=not args.sample_z, seed=args.seed, **_decode_settings(args))
+    shift = latent_cli.run_shift(args, model)
+    settings = _decode_settings(args)
+    outputs = model.reconstruct(sentences, use_mean=not args.sample_z, seed=args.seed, shift=shift, **settings)
     for source, output in zip(sentences, outputs, strict=True):
         sys.stdout.write(f"> {source}\n< {output}\n")
 
@@ -426,10 +437,12 @@ def _cmd_interpolate(args) -> None:
         raise TextVAEError(f"--steps must be ≥ 2, got {args.steps}")
     _refuse_image_run(args.run, "interpolate")
     model = textvae.load(args.run, args.checkpoint, device=args.device)
-    for i, line in enumerate(
-        model.interpolate(args.first, args.second, args.steps, args.seed, **_decode_settings(args))
-    ):
+    shift = latent_cli.run_shift(args, model)
+    lines = model.interpolate(args.first, args.second, args.steps, args.seed, shift=shift, **_decode_settings(args))
+    for i, line in enumerate(lines):
         sys.stdout.write(f"{i / (args.steps - 1):.2f}  {line}\n")
+    if args.plot is not None:
+        latent_cli.homotopy_plot(model, args, lines, shift)
 
 
 def _cmd_ablate(args) -> None:
@@ -506,6 +519,9 @@ COMMANDS = {
     "sample": _cmd_sample,
     "reconstruct": _cmd_reconstruct,
     "interpolate": _cmd_interpolate,
+    "attribute": lambda args: latent_cli.cmd_attribute(args, _decode_settings(args)),
+    "neighbours": latent_cli.cmd_neighbours,
+    "generate": lambda args: latent_cli.cmd_generate(args, _decode_settings(args)),
     "ablate": _cmd_ablate,
     "report": _cmd_report,
     "bench": _cmd_bench,

@@ -87,6 +87,7 @@ class ImageEvalConfig:
     batch_size: int = 100  # images per encoder pass
     max_examples: int | None = None  # a seeded subset of the split; None = all of it
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU when CUDA is available
 
     def __post_init__(self):
         counts = ("iw_samples", "iw_chunk_size", "batch_size", "max_examples")

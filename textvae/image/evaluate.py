@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from textvae import distributed, metrics
+from textvae import metrics
 from textvae.checkpoint import atomic_write_text
 from textvae.distributions import DiagGaussian
+from textvae.eval_device import MEMORY_FRACTION, module_device, resolve_device
 from textvae.image import figures as image_figures
 from textvae.image.config import ImageEvalConfig
 from textvae.image.data import ImageSplit, load_image_split
@@ -74,33 +75,35 @@ _PROBABILITY_FLOOR = 1e-6  # reconstructions are clamped to [floor, 1 − floor]
 class TermTotals:
     """Running sums over batches of ``LossTerms``: the objective and each honest term weighted by the
     batch size (so means are per example, never means of batch means); batch-level scalars (``stats``,
-    ``end_of_step``'s) averaged over the batches that reported them."""
+    ``end_of_step``'s) averaged over the batches that reported them. Sums of tensors stay float64
+    tensors on their device until ``means`` / ``term_means`` read them (no host synchronisation per batch)."""
 
     def __init__(self):
         self.examples = 0
         self.objective = 0.0
-        self.terms: dict[str, float] = {}
-        self.scalars: dict[str, list[float]] = {}
+        self.terms: dict = {}
+        self.scalars: dict = {}
 
     def add(self, out: LossTerms, batch_size: int) -> None:
         self.examples += batch_size
-        self.objective += float(out.loss.detach()) * batch_size
+        self.objective = self.objective + out.loss.detach().double() * batch_size
         for name, values in out.terms.items():
-            self.terms[name] = self.terms.get(name, 0.0) + float(values.detach().sum())
+            self.terms[name] = self.terms.get(name, 0.0) + values.detach().sum().double()
         self.add_scalars(out.stats)
 
     def add_scalars(self, scalars: Mapping[str, float]) -> None:
         for name, value in scalars.items():
             total, count = self.scalars.get(name, (0.0, 0))
-            self.scalars[name] = (total + float(value), count + 1)
+            value = value.detach().double() if isinstance(value, Tensor) else float(value)
+            self.scalars[name] = (total + value, count + 1)
 
     def term_means(self) -> dict[str, float]:
-        return {name: total / self.examples for name, total in self.terms.items()}
+        return {name: float(total) / self.examples for name, total in self.terms.items()}
 
     def means(self) -> dict[str, float]:
         """``objective``, every term and every scalar (a scalar never hides a term of the same name)."""
-        scalars = {name: total / count for name, (total, count) in self.scalars.items()}
-        return {**scalars, "objective": self.objective / self.examples, **self.term_means()}
+        scalars = {name: float(total) / count for name, (total, count) in self.scalars.items()}
+        return {**scalars, "objective": float(self.objective) / self.examples, **self.term_means()}
 
 
 def main_term(terms: Mapping[str, float]) -> str | None:
@@ -147,20 +150,21 @@ def validate_image(
     (``validation_loss``) and, for a model with ``posterior``, He et al.'s minibatch MI."""
     was_training = model.training
     model.eval()
+    device = torch.device(device)
     totals, mi_weighted = TermTotals(), 0.0
-    mi_generator = torch.Generator().manual_seed(seed)
-    with seeded_rng(seed, torch.device(device)):
+    mi_generator = torch.Generator(device=device).manual_seed(seed)
+    with seeded_rng(seed, device):
         for x in _batches(split, indices, batch_size, device):
             totals.add(model.loss_terms(x, step=step), len(x))
             if hasattr(model, "posterior"):
                 q = model.posterior(x)
-                mean, logvar = q.mean.flatten(1).cpu(), q.logvar.flatten(1).cpu()  # (B, D)
-                mi_weighted += metrics.mutual_info_minibatch(mean, logvar, mi_generator) * len(x)
+                mean, logvar = q.mean.flatten(1), q.logvar.flatten(1)  # (B, D)
+                mi_weighted = mi_weighted + metrics.mutual_info_estimate(mean, logvar, mi_generator) * len(x)
     model.train(was_training)
     means = totals.means()
     result = {"loss": validation_loss(totals.term_means(), means["objective"]), **means}
     if hasattr(model, "posterior"):
-        result["mi"] = mi_weighted / totals.examples
+        result["mi"] = float(mi_weighted) / totals.examples
     return {**result, "num_examples": totals.examples}
 
 
@@ -195,60 +199,101 @@ class ImageEvalResult:
     code_counts: Tensor | None  # (N_codes,) usage counts, for a model with ``code_indices``
 
 
+IW_FLOATS_PER_DIM = 64  # float32 activations an image decoder holds per input dimension and sample (an over-estimate)
+
+
+def iw_chunk_size(settings: ImageEvalConfig, batch_size: int, num_dims: int, device: torch.device) -> int:
+    """Samples per IW pass: ``iw_chunk_size`` off CUDA; on CUDA as many as half the free memory holds
+    at ``IW_FLOATS_PER_DIM`` floats per dimension, sample and image, rounded down to ``iw_chunk_size``
+    times a power of two (so that a run with a little more or less free memory draws the same chunks)."""
+    if device.type != "cuda":
+        return settings.iw_chunk_size
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = int(free * MEMORY_FRACTION) // (4 * IW_FLOATS_PER_DIM * num_dims * batch_size)
+    chunk = settings.iw_chunk_size
+    while chunk * 2 <= min(fits, settings.iw_samples):
+        chunk *= 2
+    return chunk
+
+
+class _ImageSums:
+    """Running sums of an image evaluation, float64 tensors on the device (read once, at the end)."""
+
+    NAMES = ("iw_nll", "iw_nll_sq", "mc_se", "elbo", "mi_batch", "mse", "bce")
+
+    def __init__(self, device: torch.device):
+        self.sums = {name: torch.zeros((), dtype=torch.float64, device=device) for name in self.NAMES}
+        self.kl_per_dim, self.means, self.logvars, self.codes = None, [], [], []
+
+    def add_posterior(self, q: DiagGaussian, batch_size: int, generator) -> None:
+        q = DiagGaussian(q.mean.flatten(1), q.logvar.flatten(1))  # (B, D)
+        self.means.append(q.mean)
+        self.logvars.append(q.logvar)
+        batch_kl = q.kl_per_dim().double().sum(0)  # (D,)
+        self.kl_per_dim = batch_kl if self.kl_per_dim is None else self.kl_per_dim + batch_kl
+        self.sums["mi_batch"] += metrics.mutual_info_estimate(q.mean, q.logvar, generator) * batch_size
+
+    def add_iw(self, log_weights: Tensor) -> None:
+        """IW-NLL (log-sum-exp in float32), its square, the Monte-Carlo s.e. and the ELBO of log w (K, B)."""
+        iw_nll = -metrics.iw_log_likelihood(log_weights).double()  # (B,)
+        self.sums["iw_nll"] += iw_nll.sum()
+        self.sums["iw_nll_sq"] += (iw_nll**2).sum()
+        self.sums["elbo"] += log_weights.double().mean(0).sum()
+        if log_weights.shape[0] > 1:
+            self.sums["mc_se"] += metrics.iw_monte_carlo_se(log_weights).sum().double()
+
+    def add_reconstruction(self, r: Tensor, x: Tensor) -> None:
+        r = r.clamp(_PROBABILITY_FLOOR, 1 - _PROBABILITY_FLOOR)  # like x
+        self.sums["mse"] += ((r - x) ** 2).flatten(1).mean(1).sum().double()
+        self.sums["bce"] += F.binary_cross_entropy(r, x, reduction="none").flatten(1).sum(1).sum().double()
+
+
 @torch.no_grad()
 def evaluate_image(
-    model, split: ImageSplit, settings: ImageEvalConfig, *, step: int = 0, device="cpu", progress_bar: bool = True
+    model, split: ImageSplit, settings: ImageEvalConfig, *, step: int = 0, device=None, progress_bar: bool = True
 ) -> ImageEvalResult:
-    """Every measure ``model`` allows on ``split`` (module docstring); ``step`` is passed to ``loss_terms``."""
-    device = torch.device(device)
+    """Every measure ``model`` allows on ``split`` (module docstring), on ``device`` (default: the
+    model's); ``step`` is passed to ``loss_terms``. Sums stay on the device until the end."""
+    device = module_device(model) if device is None else torch.device(device)
     model.eval()
     chosen = select_examples(len(split), settings.max_examples, settings.seed)
+    num_dims = int(np.prod(split.example_shape))
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    cpu_generator = torch.Generator().manual_seed(settings.seed)  # MI runs on CPU
+    mi_generator = torch.Generator(device=device).manual_seed(settings.seed)  # MI's own stream
     has_iw, has_posterior = hasattr(model, "log_importance_weights"), hasattr(model, "posterior")
     has_reconstruct, has_codes = hasattr(model, "reconstruct"), hasattr(model, "code_indices")
-    totals = TermTotals()
-    sums = dict.fromkeys(("iw_nll", "iw_nll_sq", "mc_se", "elbo", "mi_batch", "mse", "bce"), 0.0)
-    means, logvars, kl_per_dim = [], [], None
-    code_counts = torch.zeros(0, dtype=torch.long)
+    chunk = iw_chunk_size(settings, settings.batch_size, num_dims, device)
+    totals, sums = TermTotals(), _ImageSums(device)
     started = time.perf_counter()
     bar = tqdm(total=len(chosen), desc=f"eval {split.name}", unit="img", disable=None if progress_bar else True)
     with seeded_rng(settings.seed, device):
         for x in _batches(split, chosen, settings.batch_size, device):
-            out = model.loss_terms(x, step=step)
-            totals.add(out, len(x))
+            totals.add(model.loss_terms(x, step=step), len(x))
             if has_posterior:
-                q = model.posterior(x)
-                q = DiagGaussian(q.mean.flatten(1).cpu(), q.logvar.flatten(1).cpu())  # (B, D)
-                means.append(q.mean)
-                logvars.append(q.logvar)
-                batch_kl = q.kl_per_dim().double().sum(0)  # (D,)
-                kl_per_dim = batch_kl if kl_per_dim is None else kl_per_dim + batch_kl
-                sums["mi_batch"] += metrics.mutual_info_minibatch(q.mean, q.logvar, cpu_generator) * len(x)
+                sums.add_posterior(model.posterior(x), len(x), mi_generator)
             if has_iw:
-                log_weights = importance_log_weights(
-                    model, x, settings.iw_samples, settings.iw_chunk_size, generator
-                ).cpu()  # (K, B)
-                iw_nll = -metrics.iw_log_likelihood(log_weights).double()  # (B,)
-                sums["iw_nll"] += float(iw_nll.sum())
-                sums["iw_nll_sq"] += float((iw_nll**2).sum())
-                sums["elbo"] += float(log_weights.double().mean(0).sum())
-                if settings.iw_samples > 1:
-                    sums["mc_se"] += float(metrics.iw_monte_carlo_se(log_weights).sum())
+                sums.add_iw(importance_log_weights(model, x, settings.iw_samples, chunk, generator))  # (K, B)
             if has_reconstruct:
-                r = model.reconstruct(x).clamp(_PROBABILITY_FLOOR, 1 - _PROBABILITY_FLOOR)  # like x
-                sums["mse"] += float(((r - x) ** 2).flatten(1).mean(1).sum())
-                sums["bce"] += float(F.binary_cross_entropy(r, x, reduction="none").flatten(1).sum(1).sum())
+                sums.add_reconstruction(model.reconstruct(x), x)
             if has_codes:
-                codes = model.code_indices(x).flatten().cpu()
-                batch_counts = torch.bincount(codes, minlength=len(code_counts))
-                code_counts = torch.cat([code_counts, code_counts.new_zeros(len(batch_counts) - len(code_counts))])
-                code_counts += batch_counts
+                sums.codes.append(model.code_indices(x).flatten())
             bar.update(len(x))
     bar.close()
+    has = {"iw": has_iw, "posterior": has_posterior, "reconstruct": has_reconstruct}
+    result = _image_metrics(split, settings, step, totals, sums, has, mi_generator)
+    result |= {"iw_chunk_size": chunk, "device": str(device), "eval_seconds": time.perf_counter() - started}
+    code_counts = torch.bincount(torch.cat(sums.codes)).cpu() if has_codes else None
+    if has_codes:
+        used, perplexity = codebook_usage(code_counts)
+        result |= {"codes_used": used, "codebook_perplexity": perplexity, "code_counts": code_counts.tolist()}
+    means = None if not has_posterior else torch.cat(sums.means).cpu().numpy()
+    logvars = None if not has_posterior else torch.cat(sums.logvars).cpu().numpy()
+    return ImageEvalResult(result, means, logvars, code_counts)
 
-    n = totals.examples
-    num_dims = int(np.prod(split.example_shape))
+
+def _image_metrics(split, settings, step, totals: TermTotals, sums: _ImageSums, has: dict, mi_generator) -> dict:
+    """The results dict from the device sums (read here, once), without the code usage."""
+    n, num_dims = totals.examples, int(np.prod(split.example_shape))
     term_means = totals.term_means()
     result: dict = {
         "kind": "image",
@@ -257,26 +302,30 @@ def evaluate_image(
         "num_dims": num_dims,
         "step": step,
         "seed": settings.seed,
-        "objective": totals.objective / n,
+        "objective": float(totals.objective) / n,
         "terms": term_means,
         **term_means,
     }
-    if has_iw:
-        iw_mean = sums["iw_nll"] / n
-        iw_var = max(sums["iw_nll_sq"] / n - iw_mean**2, 0.0) * n / (n - 1) if n > 1 else float("nan")
+    mi_full = None
+    if has["posterior"]:
+        all_means, all_logvars = torch.cat(sums.means), torch.cat(sums.logvars)  # (N, D)
+        mi_full = metrics.mutual_info_full(all_means, all_logvars, mi_generator)
+    read = {name: float(value) for name, value in sums.sums.items()}
+    if has["iw"]:
+        iw_mean = read["iw_nll"] / n
+        iw_var = max(read["iw_nll_sq"] / n - iw_mean**2, 0.0) * n / (n - 1) if n > 1 else float("nan")
         result |= {
             "iw_nll": iw_mean,
             "iw_nll_se": math.sqrt(iw_var / n) if n > 1 else float("nan"),
-            "iw_nll_mc_se": sums["mc_se"] / n if settings.iw_samples > 1 else float("nan"),
+            "iw_nll_mc_se": read["mc_se"] / n if settings.iw_samples > 1 else float("nan"),
             "iw_samples": settings.iw_samples,
             "bits_per_dim": bits_per_dim(iw_mean, num_dims),
-            "elbo": sums["elbo"] / n,
-            "elbo_bits_per_dim": bits_per_dim(-sums["elbo"] / n, num_dims),
+            "elbo": read["elbo"] / n,
+            "elbo_bits_per_dim": bits_per_dim(-read["elbo"] / n, num_dims),
         }
-    all_means = all_logvars = None
-    if has_posterior:
-        all_means, all_logvars = torch.cat(means), torch.cat(logvars)  # (N, D)
-        variances = metrics.posterior_mean_variance(all_means)
+    if has["posterior"]:
+        variances = metrics.posterior_mean_variance(all_means).cpu()
+        kl_per_dim = sums.kl_per_dim.cpu()
         result |= {
             "latent_dim": all_means.shape[1],
             "kl_per_dim": (kl_per_dim / n).tolist(),
@@ -284,21 +333,12 @@ def evaluate_image(
             "au": int((variances >= metrics.AU_THRESHOLD).sum()),
             "au_threshold": metrics.AU_THRESHOLD,
             "posterior_mean_variance": variances.tolist(),
-            "mi_full": metrics.mutual_info_full(all_means, all_logvars, cpu_generator),
-            "mi_batch": sums["mi_batch"] / n,
+            "mi_full": mi_full,
+            "mi_batch": read["mi_batch"] / n,
         }
-    if has_reconstruct:
-        result |= {"recon_mse": sums["mse"] / n, "recon_bce": sums["bce"] / n}
-    if has_codes:
-        used, perplexity = codebook_usage(code_counts)
-        result |= {"codes_used": used, "codebook_perplexity": perplexity, "code_counts": code_counts.tolist()}
-    result["eval_seconds"] = time.perf_counter() - started
-    return ImageEvalResult(
-        result,
-        None if all_means is None else all_means.numpy(),
-        None if all_logvars is None else all_logvars.numpy(),
-        code_counts if has_codes else None,
-    )
+    if has["reconstruct"]:
+        result |= {"recon_mse": read["mse"] / n, "recon_bce": read["bce"] / n}
+    return result
 
 
 def evaluate_image_run(
@@ -318,7 +358,7 @@ def evaluate_image_run(
     data_cfg = loaded.recipe.data
     if data_root is not None:
         data_cfg = dataclasses.replace(data_cfg, root=data_root)
-    device = distributed.resolve_device(loaded.recipe.train.device)
+    device = resolve_device(settings.device)  # eval.device (or --device): auto takes the GPU when there is one
     split = load_image_split(data_cfg, settings.split)
     model = loaded.model.to(device)
     step = int(loaded.payload.get("progress", {}).get("step", 0))
