@@ -59,22 +59,19 @@ def test_one_length_batches_hold_sentences_of_the_median_length():
     assert all(b.tokens.shape == (3, 7) and bool((b.lengths == 7).all()) for b in batches)
 
 
-@pytest.fixture
-def eager_capture(monkeypatch):
-    """``capture`` replaced by the step itself: the replay is the eager call (the wiring is what is tested)."""
-    calls = []
+def _fake_capture(calls: list):
+    """``torch.cuda.graph`` replaced by the step itself on its static batch (the wiring is what is tested)."""
 
-    def fake(step, warmup=3):
-        calls.append(step)
-        return step
+    def capture(run, static):
+        calls.append(static)
+        return lambda: run(static)
 
-    monkeypatch.setattr(graphs, "capture", fake)
-    monkeypatch.setattr(image, "capture", fake)
-    return calls
+    return capture
 
 
-def test_graphed_toolkit_step_feeds_each_batch_through_its_static_buffers(vocab, eager_capture):
+def test_graphed_toolkit_step_feeds_each_batch_through_its_static_buffers(vocab):
     graph_step = pytest.importorskip("textvae.graph_step")
+    pytest.importorskip("textvae.graph_cache")
     rows = [[[1, *(4 + (i * k + j) % 7 for j in range(5)), 2] for i in range(3)] for k in (1, 2, 3)]
     batches = [collate(sentences, [0, 1, 2], 0) for sentences in rows]  # three different batches, one shape
 
@@ -84,33 +81,36 @@ def test_graphed_toolkit_step_feeds_each_batch_through_its_static_buffers(vocab,
         return model, torch.optim.SGD(model.parameters(), lr=0.5)
 
     model, optimizer = fresh()
-    run = graphs.toolkit_graphed(model, optimizer, batches)
+    captured = []
     torch.manual_seed(7)
+    run = graphs.toolkit_graphed(model, optimizer, batches, fake_capture=_fake_capture(captured))
     run()
     twin, twin_optimizer = fresh()
     step = graph_step.SyncFreeStep(twin, twin_optimizer, graph_step.text_loss_fn(twin), grad_clip=graphs.GRAD_CLIP)
     torch.manual_seed(7)
-    for b in batches:
+    for b in [batches[0]] * 3 + batches:  # the cache's two warm-up steps and the captured one, then the pass
         step(b)
-    assert len(eager_capture) == 1
+    assert len(captured) == 1
     for (name, got), want in zip(model.state_dict().items(), twin.state_dict().values(), strict=True):
         torch.testing.assert_close(got, want, msg=name)
 
 
-def test_graphed_image_step_trains_on_each_batch(eager_capture, monkeypatch):
+def test_graphed_image_step_trains_on_each_batch(monkeypatch):
     pytest.importorskip("textvae.graph_step")
+    pytest.importorskip("textvae.graph_cache")
     built = []
     make = image._model_and_optimizer
     monkeypatch.setattr(image, "_model_and_optimizer", lambda device: built.append(make(device)) or built[-1])
     images = image._images(4, 3, torch.device("cpu"))
-    run = image.graphed_run(images, torch.device("cpu"))
+    captured = []
+    run = image.graphed_run(images, torch.device("cpu"), fake_capture=_fake_capture(captured))
     model = built[0][0]
     before = [p.detach().clone() for p in model.parameters()]
     steps = []
     loss_terms = model.loss_terms
     model.loss_terms = lambda x, step=0: steps.append(x.clone()) or loss_terms(x, step)
     run()
-    assert len(eager_capture) == 1 and len(steps) == 3
+    assert len(captured) == 1 and len(steps) == 3
     for seen, x in zip(steps, images, strict=True):
         assert torch.equal(seen, x)  # each batch went through the static buffer
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

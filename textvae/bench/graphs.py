@@ -9,8 +9,8 @@ the step is one launch. The rows, on batches of one sentence length (a graph hol
 - eager toolkit step and eager plain-PyTorch step (``benchmarks/reference_step.py``): measured on
   any device;
 - graphed plain-PyTorch step (``reference_step.graphed_train_step``) and the toolkit's graphed step
-  (``textvae.graph_step.SyncFreeStep`` captured here with ``capture``; "not available" when that
-  module is not there): CUDA only, "needs CUDA" elsewhere.
+  (``textvae.graph_step.SyncFreeStep`` replayed by ``textvae.graph_cache.GraphedStep``, as training
+  runs it; "not available" without those modules): CUDA only, "needs CUDA" elsewhere.
 
 Targets (issue 17, one H200): graphed toolkit ≥ 0.95 × graphed plain step, and ≥ 3.5 × the
 published reference code's tokens/s at H512 (``PUBLISHED_REFERENCE``, a stated constant).
@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from textvae.data.batching import Batch, iterate_batches
 from textvae.data.corpus import EncodedSplit
@@ -46,23 +45,6 @@ PUBLISHED_REFERENCE = {
 GRAPH_TARGETS = {"toolkit_vs_reference": 0.95, "vs_published": 3.5}
 
 
-def capture(step: Callable[[], object], warmup: int = 3) -> Callable[[], None]:
-    """``step`` captured as one CUDA graph; returns its replay. ``step`` must read its inputs from
-    tensors that outlive it (static buffers) and write only into tensors that exist before it (or
-    that the capture itself allocates, as gradients). ``warmup`` eager calls run first on a side
-    stream, as capture requires (they change the model like any step)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
-
-
 def one_length_batches(split: EncodedSplit, batch_size: int, count: int, pad_id: int) -> list[Batch]:
     """``count`` batches of ``batch_size`` sentences all of one length: the length nearest the
     median of which the split holds at least a batch (seeded draw)."""
@@ -76,26 +58,32 @@ def one_length_batches(split: EncodedSplit, batch_size: int, count: int, pad_id:
     return list(iterate_batches(split, order, pad_id))
 
 
-def _replayer(static: Batch, replay: Callable[[], None], batches: list[Batch]) -> Callable[[], None]:
-    """One pass over ``batches``: each copied into the graph's input buffers, then a replay."""
+def graphed_sync_free(step, example, fake_capture=None) -> Callable[[object], None]:
+    """The toolkit's graphed step around a ``textvae.graph_step.SyncFreeStep``: its graph cache
+    (``textvae.graph_cache.GraphedStep``), captured here on ``example`` (after the cache's eager
+    warm-up steps, which train too); a capture that fails raises instead of training uncaptured.
+    ``fake_capture`` replaces ``torch.cuda.graph`` (tests on a CPU). Raises ImportError without
+    those modules (issue 17)."""
+    graph_cache = importlib.import_module("textvae.graph_cache")
+    graphed = graph_cache.GraphedStep(step, capture=fake_capture)
+    for _ in range(graphed.warmup_steps + 1):
+        graphed(example)
+    if graphed.failure is not None or graphed.captures != 1:
+        raise RuntimeError(f"the toolkit's CUDA graph capture failed: {graphed.failure}")
+    return graphed
+
+
+def toolkit_graphed(model, optimizer, batches: list[Batch], fake_capture=None) -> Callable[[], None]:
+    """One pass of the toolkit's graphed step (``graphed_sync_free``, SGD, clip 5) over ``batches``."""
+    graph_step = importlib.import_module("textvae.graph_step")
+    step = graph_step.SyncFreeStep(model, optimizer, graph_step.text_loss_fn(model), grad_clip=GRAD_CLIP)
+    graphed = graphed_sync_free(step, batches[0], fake_capture)
 
     def run() -> None:
         for batch in batches:
-            static.tokens.copy_(batch.tokens, non_blocking=True)
-            static.lengths.copy_(batch.lengths, non_blocking=True)
-            replay()
+            graphed(batch)
 
     return run
-
-
-def toolkit_graphed(model, optimizer, batches: list[Batch]) -> Callable[[], None]:
-    """The toolkit's sync-free step (``textvae.graph_step``) on ``batches``, captured as one graph.
-    Raises ImportError when the module (issue 17) is not there."""
-    graph_step = importlib.import_module("textvae.graph_step")
-    step = graph_step.SyncFreeStep(model, optimizer, graph_step.text_loss_fn(model), grad_clip=GRAD_CLIP)
-    static = Batch(batches[0].tokens.clone(), batches[0].lengths.clone(), batches[0].indices.clone())
-    step.state.sync_lr()
-    return _replayer(static, capture(lambda: step.run(static)), batches)
 
 
 def reference_graphed(reference, twin, optimizer, batches: list[Batch]) -> Callable[[], None]:

@@ -1,7 +1,7 @@
 """The image MLP's training throughput: Burda et al. 2015's MNIST VAE (784-200-200-50 and back, tanh,
 Bernoulli decoder; ``recipes/image/mnist/burda2015_vae.toml``), images/s at the paper's batch of 20
 and at a large batch, eager (the image loop's step: ``loss_terms``, then ``strategies.apply_update``)
-and graphed (the toolkit's sync-free step, ``textvae.graph_step``, captured as one CUDA graph;
+and graphed (the toolkit's sync-free step, ``textvae.graph_step``, replayed from a CUDA graph;
 "needs CUDA" on a CPU, "not available" without that module). The images are random binary 28×28
 pictures: the speed of an MLP does not depend on the pixels, and no data file is read.
 
@@ -23,7 +23,7 @@ from textvae.strategies import StepContext, apply_update
 from textvae.train import make_optimizer
 
 from .clock import Clock
-from .graphs import capture
+from .graphs import graphed_sync_free
 from .models import Sizes
 from .references import REPO
 
@@ -58,8 +58,8 @@ def eager_run(images: list[torch.Tensor], device: torch.device) -> Callable[[], 
     return run
 
 
-def graphed_run(images: list[torch.Tensor], device: torch.device) -> Callable[[], None]:
-    """The toolkit's sync-free step on ``images``, captured as one CUDA graph (ImportError without it)."""
+def graphed_run(images: list[torch.Tensor], device: torch.device, fake_capture=None) -> Callable[[], None]:
+    """The toolkit's graphed step (``graphs.graphed_sync_free``) on ``images`` (ImportError without it)."""
     graph_step = importlib.import_module("textvae.graph_step")
     model, optimizer, grad_clip = _model_and_optimizer(device)
 
@@ -70,14 +70,11 @@ def graphed_run(images: list[torch.Tensor], device: torch.device) -> Callable[[]
         return out.loss, torch.stack([rec + kl, rec, kl, count, count * 784])
 
     step = graph_step.SyncFreeStep(model, optimizer, loss_fn, grad_clip=grad_clip)
-    static = images[0].clone()
-    step.state.sync_lr()
-    replay = capture(lambda: step.run(static))
+    graphed = graphed_sync_free(step, images[0], fake_capture)
 
     def run() -> None:
         for x in images:
-            static.copy_(x, non_blocking=True)
-            replay()
+            graphed(x)
 
     return run
 
