@@ -438,6 +438,8 @@ def precision_check(model, split: EncodedSplit, indices: np.ndarray, pad_id: int
 
 
 VALIDATION_SUMS = ("rec", "kl", "tokens", "sentences", "mi_weighted")
+# per latent dimension (lists of D sums, a VAE only): KL_d, and E_q[z_d] and its square for AU's variance
+VALIDATION_VECTORS = ("kl_per_dim", "mean", "mean_sq")
 
 
 @torch.no_grad()
@@ -453,6 +455,7 @@ def validation_sums(
     mi_generator = generator if device.type == "cpu" else torch.Generator().manual_seed(seed)  # MI runs on CPU
     batches = [indices[b] for b in bucketed_batches(split.lengths[indices], batch_size, shuffle=False)]
     sums = dict.fromkeys(VALIDATION_SUMS, 0.0)
+    vectors: dict[str, torch.Tensor] = {}
     for batch in iterate_batches(split, batches, pad_id):
         out = model(batch.to(device), generator=generator)
         terms = elbo_terms(out)
@@ -463,14 +466,19 @@ def validation_sums(
         if out.posterior is not None:
             mi = metrics.mutual_info_minibatch(out.posterior.mean.cpu(), out.posterior.logvar.cpu(), mi_generator)
             sums["mi_weighted"] += mi * len(batch)
+            mean = out.posterior.mean.double()  # (B, D)
+            for key, value in zip(VALIDATION_VECTORS, (terms.kl_per_dim.double(), mean, mean**2), strict=True):
+                vectors[key] = value.sum(0) + vectors.get(key, 0.0)  # (D,) on the device
     model.train(was_training)
-    return sums
+    return sums | {key: value.tolist() for key, value in vectors.items()}
 
 
-def validation_from_sums(sums: dict[str, float]) -> dict:
-    """Mean −ELBO (or NLL) per sentence, KL, PPL and MI from ``validation_sums`` (of one or all ranks)."""
+def validation_from_sums(sums: dict) -> dict:
+    """Mean −ELBO (or NLL) per sentence, KL, PPL and MI from ``validation_sums`` (of one or all ranks);
+    for a VAE also ``au`` (dimensions whose posterior means vary by ≥ 0.01 over the sentences, from
+    the sums of E_q[z_d] and its square) and ``kl_per_dim``, the live collapse diagnostics."""
     sentences = sums["sentences"]
-    return {
+    result = {
         "loss": (sums["rec"] + sums["kl"]) / sentences,
         "rec": sums["rec"] / sentences,
         "kl": sums["kl"] / sentences,
@@ -478,6 +486,12 @@ def validation_from_sums(sums: dict[str, float]) -> dict:
         "mi": sums["mi_weighted"] / sentences,  # He et al. 2019's minibatch estimator; 0 for a language model
         "num_sentences": int(sentences),
     }
+    if "mean" in sums and sentences > 1:
+        pairs = zip(sums["mean"], sums["mean_sq"], strict=True)
+        variances = [(sq - m * m / sentences) / (sentences - 1) for m, sq in pairs]  # unbiased Var_x(E_q[z_d])
+        result["au"] = sum(v >= metrics.AU_THRESHOLD for v in variances)
+        result["kl_per_dim"] = [v / sentences for v in sums["kl_per_dim"]]
+    return result
 
 
 def validation_loss(model, split: EncodedSplit, pad_id: int, batch_size: int, indices: np.ndarray, seed: int) -> dict:

@@ -62,8 +62,10 @@ def _clone_batch(batch):
     return type(batch)(_clone_batch(item) for item in batch)
 
 
-def cuda_capture(pool) -> Capture:
-    """The real capture: ``torch.cuda.graph`` into the shared ``pool``; returns the graph's replay."""
+def cuda_capture() -> Capture:
+    """The real capture: ``torch.cuda.graph`` into one memory pool shared by every graph it captures
+    (``torch.cuda.graph_pool_handle``); each capture returns its graph's replay."""
+    pool = torch.cuda.graph_pool_handle()
 
     def capture(run: Callable[[object], None], static_batch) -> Callable[[], None]:
         graph = torch.cuda.CUDAGraph()
@@ -87,9 +89,7 @@ class GraphedStep:
         self.step = step
         self.max_graphs, self.warmup_steps = max_graphs, warmup_steps
         self.device = step.state.device
-        if capture is None:
-            capture = cuda_capture(torch.cuda.graph_pool_handle())
-        self.capture = capture
+        self.capture = cuda_capture() if capture is None else capture
         self.graphs: OrderedDict[tuple, tuple[object, Callable[[], None]]] = OrderedDict()
         self.eager_steps: dict[tuple, int] = {}  # uncaptured steps per shape
         self.captures = self.replays = 0

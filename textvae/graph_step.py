@@ -57,7 +57,7 @@ class StepCounts:
     steps: int  # successful optimizer updates so far (the step counter t)
     skipped: int  # steps skipped since the state was created (non-finite loss or gradient)
     skipped_in_a_row: int  # the current run of skipped steps
-    longest_skip_run: int  # the longest run of skipped steps seen since the last ``read``
+    longest_skip_run: int  # the longest run of skipped steps since ``restart_longest_run``
     sums: dict[str, float]  # SUM_NAMES → sum over the successful steps since the last ``reset_sums``
 
 
@@ -114,8 +114,11 @@ class StepState:
         """The counters and sums as Python numbers: the one synchronisation, at log intervals."""
         ints = torch.stack([self.step.to(torch.int64), self.skipped, self.skipped_in_a_row, self.longest_skip_run])
         steps, skipped, in_a_row, longest = ints.tolist()
-        self.longest_skip_run.copy_(self.skipped_in_a_row)
         return StepCounts(steps, skipped, in_a_row, longest, dict(zip(SUM_NAMES, self.sums.tolist(), strict=True)))
+
+    def restart_longest_run(self) -> None:
+        """The longest run of skipped steps starts again from the current run (after a ``read``)."""
+        self.longest_skip_run.copy_(self.skipped_in_a_row)
 
     def reset_sums(self) -> None:
         self.sums.zero_()

@@ -144,6 +144,10 @@ class Strategy:
 
     needs_latent = False  # True when the strategy trains an inference network
     supports_distributed = False  # True when every rank makes the same forward/backward calls in a step
+    # True when a step is the standard step, which textvae.graph_step runs without host synchronisation and
+    # textvae.graph_cache captures as a CUDA graph; aggressive and pretrain_reset decide on the host what to
+    # do next (the inner loop's stopping test, the reset), so they train uncaptured
+    supports_cuda_graphs = False
 
     def train_step(self, ctx: StepContext, batch) -> tuple[ElboTerms, bool]:
         loss, terms = remedy_loss(ctx, batch)
@@ -162,6 +166,7 @@ class Strategy:
 @register("strategy", "standard")
 class StandardStrategy(Strategy):
     supports_distributed = True
+    supports_cuda_graphs = True
 
 
 def inference_parameter_ids(model: nn.Module) -> set[int]:

@@ -34,7 +34,14 @@ from textvae.engine import Engine, StepOutcome
 from textvae.engine.run_dir import RUNTIME_KEYS, has_checkpoint, prepare_run_dir, without_runtime_keys
 from textvae.engine.state import Progress, TrainSummary, make_optimizer, seed_everything
 from textvae.errors import TextVAEError
-from textvae.evaluate import VALIDATION_SUMS, select_sentences, validation_from_sums, validation_sums
+from textvae.evaluate import (
+    VALIDATION_SUMS,
+    VALIDATION_VECTORS,
+    select_sentences,
+    validation_from_sums,
+    validation_sums,
+)
+from textvae.graph_stepper import GraphStepper, GraphWindow, cuda_graphs_decision
 from textvae.models import build_model
 from textvae.strategies import StepContext, Strategy
 
@@ -205,7 +212,12 @@ class TextFamily:
     def restore(self, payload: dict) -> None:
         self.strategy.load_state_dict(payload["strategy"])
 
-    def stepper(self, optimizer: torch.optim.Optimizer, forward: torch.nn.Module) -> StrategyStepper:
+    def stepper(self, optimizer: torch.optim.Optimizer, forward: torch.nn.Module) -> StrategyStepper | GraphStepper:
+        """The strategy's step, or on CUDA (``train.cuda_graphs``) the standard step captured as CUDA graphs."""
+        self.graph_stepper = None
+        if cuda_graphs_decision(self.cfg.cuda_graphs, self.dist.device, self.dist, self.strategy, self.model):
+            self.graph_stepper = GraphStepper(self.model, optimizer, self.cfg.grad_clip)
+            return self.graph_stepper
         return StrategyStepper(
             self.strategy, self.model, optimizer, self.cfg.grad_clip, forward, self.dist, self.random_batch
         )
@@ -238,8 +250,8 @@ class TextFamily:
             loss_scale = self.dist.world_size * len(batch) / len(indices)
             yield TextBatch(batch.to(self.dist.device), batch.num_target_tokens, loss_scale, len(batches))
 
-    def new_window(self) -> TrainWindow:
-        return TrainWindow()
+    def new_window(self) -> TrainWindow | GraphWindow:
+        return GraphWindow(self.graph_stepper) if getattr(self, "graph_stepper", None) else TrainWindow()
 
     def validate(self, step: int) -> tuple[dict, str]:
         """−ELBO, rec, KL, PPL and MI over the seeded validation subset, summed across processes."""
@@ -254,9 +266,14 @@ class TextFamily:
             self.dist.device,
         )
         totals = distributed.sum_across(self.dist, [sums[key] for key in VALIDATION_SUMS])
-        result = validation_from_sums(dict(zip(VALIDATION_SUMS, totals, strict=True)))
+        totals = dict(zip(VALIDATION_SUMS, totals, strict=True))
+        for key in VALIDATION_VECTORS:  # per latent dimension (a VAE only), summed across processes too
+            if key in sums:
+                totals[key] = distributed.sum_across(self.dist, sums[key])
+        result = validation_from_sums(totals)
         self.strategy.after_validation({"step": step, **result})
-        return result, f"rec {result['rec']:.3f}  kl {result['kl']:.3f}  ppl {result['ppl']:.2f}"
+        au = f"  au {result['au']}/{len(result['kl_per_dim'])}" if "au" in result else ""
+        return result, f"rec {result['rec']:.3f}  kl {result['kl']:.3f}  ppl {result['ppl']:.2f}{au}"
 
     def save_checkpoint(self, path: Path, *, metrics_offset: int, **state) -> None:
         save_checkpoint(

@@ -118,6 +118,7 @@ class Engine:
         while not stop and self.progress.epoch < self.cfg.epochs:
             if self.run_epoch():
                 break  # max_steps reached inside the epoch
+            self.settle()
             self.progress.epoch += 1
             self.progress.batch_in_epoch = 0
             if self.last_valid.get("step") != self.progress.step:  # not validated at this step already
@@ -150,6 +151,8 @@ class Engine:
     def after_step(self) -> bool:
         """Progress, the train record, validation, the checkpoint; True when ``max_steps`` is reached."""
         step, cfg = self.progress.step, self.cfg
+        if self.settle(step):
+            return False  # batches were skipped: the count moved back, the events wait for the corrected count
         elapsed = time.perf_counter() - self.window.started
         if not self.bar.disable:  # reading the sums waits for the device: only for a visible bar
             self.bar.set_postfix(**self.window.postfix(elapsed))
@@ -164,6 +167,21 @@ class Engine:
             self.checkpoint("last.pt")
         faults.kill_point("after_step", step)
         return False
+
+    def settle(self, step: int | None = None) -> bool:
+        """A stepper that counts skipped steps on the device (``textvae.graph_stepper.GraphStepper``)
+        corrects ``progress`` before the host acts on the step count: when an event (log, validate,
+        stop, checkpoint) is due at ``step``, or always (``step`` None). True when steps were taken back."""
+        settle, cfg = getattr(self.stepper, "settle", None), self.cfg
+        if settle is None:
+            return False
+        if step is not None:
+            every = (cfg.log_every_steps, cfg.validate_every_steps, cfg.checkpoint_every_steps)
+            if not any(n and step % n == 0 for n in every) and (cfg.max_steps is None or step < cfg.max_steps):
+                return False
+        before = self.progress.step
+        settle(self.progress, self.skip)
+        return self.progress.step != before
 
     def log_train(self, elapsed: float) -> None:
         """One train record: the window's means over all processes, the learning rate, the speed."""
@@ -238,6 +256,7 @@ class Engine:
         ``last.pt``, close the metrics log and say how it went."""
         progress = self.progress
         if not progress.finished:
+            self.settle()
             if self.last_valid.get("step") != progress.step:
                 self.last_valid = self.validate()
             progress.finished = True

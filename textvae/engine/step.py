@@ -89,12 +89,14 @@ class SkipPolicy:
         )
         self.metrics_log.write({"event": "skipped", "step": progress.step, "in_a_row": progress.skipped_in_a_row})
         if progress.skipped_in_a_row >= self.max_in_a_row:
-            self.metrics_log.close()
-            last = self.run_dir / "last.pt"
-            kept = (
-                f"the last good checkpoint {last} is intact" if last.is_file() else "no checkpoint had been written yet"
-            )
-            raise TextVAEError(
-                f"training stopped after step {progress.step}: {progress.skipped_in_a_row} batches in a row gave a "
-                f"non-finite loss or gradient (train.max_nonfinite_in_a_row); {kept}"
-            )
+            self.stop(progress)
+
+    def stop(self, progress: Progress) -> None:
+        """End the run: ``progress.skipped_in_a_row`` batches in a row were skipped (a one-line error)."""
+        self.metrics_log.close()
+        last = self.run_dir / "last.pt"
+        kept = f"the last good checkpoint {last} is intact" if last.is_file() else "no checkpoint had been written yet"
+        raise TextVAEError(
+            f"training stopped after step {progress.step}: {progress.skipped_in_a_row} batches in a row gave a "
+            f"non-finite loss or gradient (train.max_nonfinite_in_a_row); {kept}"
+        )

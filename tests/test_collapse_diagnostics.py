@@ -1,0 +1,52 @@
+"""Live collapse diagnostics: validation records carry AU and KL per dimension (textvae.evaluate)."""
+
+import numpy as np
+import torch
+
+from tests.conftest import tiny_lm_spec, tiny_vae_spec
+from textvae.data.corpus import EncodedSplit
+from textvae.data.vocab import Vocab
+from textvae.evaluate import EvalSettings, evaluate, validation_from_sums, validation_sums
+from textvae.models import build_model
+
+
+def _split_and_vocab() -> tuple[EncodedSplit, Vocab]:
+    vocab = Vocab(words=("<pad>", "<s>", "</s>", "<unk>", "a", "b", "c", "d", "e", "f", "g"))
+    rng = np.random.default_rng(5)
+    rows = [[1, *rng.integers(3, 11, size=int(n)).tolist(), 2] for n in rng.integers(1, 9, size=23)]
+    split = EncodedSplit("test", None, np.array([len(r) for r in rows]), 0, 0)
+    split.rows = lambda indices: [rows[i] for i in indices]
+    return split, vocab
+
+
+def test_validation_reports_the_au_and_kl_per_dimension_of_a_full_evaluation():
+    split, vocab = _split_and_vocab()
+    torch.manual_seed(0)
+    spec = tiny_vae_spec(weight_init_range=3.0)
+    spec["encoder"]["weight_init_range"] = 3.0  # posterior means that vary: 3 of 4 dimensions active
+    model = build_model(spec, vocab).eval()
+    full = evaluate(model, split, vocab.pad_id, EvalSettings(3, 3, 4, None, 0, False)).metrics
+    indices = np.arange(len(split))
+    result = validation_from_sums(validation_sums(model, split, vocab.pad_id, 4, indices, 0))
+    assert result["au"] == full["au"] and 0 < result["au"] < 4  # some dimensions vary, not all
+    variances = np.array(full["posterior_mean_variance"])
+    assert result["au"] == int((variances >= 0.01).sum())
+    assert np.allclose(result["kl_per_dim"], full["kl_per_dim"], rtol=1e-5)
+    assert abs(sum(result["kl_per_dim"]) - result["kl"]) < 1e-5
+
+
+def test_validation_sums_of_two_halves_add_up_like_two_processes():
+    split, vocab = _split_and_vocab()
+    torch.manual_seed(0)
+    model = build_model(tiny_vae_spec(weight_init_range=0.5), vocab).eval()
+    whole = validation_sums(model, split, vocab.pad_id, 4, np.arange(23), 0)
+    halves = [validation_sums(model, split, vocab.pad_id, 4, part, 0) for part in (np.arange(12), np.arange(12, 23))]
+    summed = {k: [a + b for a, b in zip(*(h[k] for h in halves), strict=True)] for k in ("mean", "mean_sq")}
+    assert np.allclose(summed["mean"], whole["mean"]) and np.allclose(summed["mean_sq"], whole["mean_sq"])
+
+
+def test_a_language_model_has_no_latent_diagnostics():
+    split, vocab = _split_and_vocab()
+    model = build_model(tiny_lm_spec(), vocab).eval()
+    result = validation_from_sums(validation_sums(model, split, vocab.pad_id, 4, np.arange(23), 0))
+    assert "au" not in result and "kl_per_dim" not in result
