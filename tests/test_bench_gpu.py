@@ -139,3 +139,12 @@ def test_gpu_bench_on_a_cpu_measures_what_it_can_and_says_what_needs_cuda(tmp_pa
     assert "| aggregate model-steps/s, 2 processes without MPS" in table
     assert "86,960" not in table  # the published figure is printed beside a graphed toolkit rate only
     assert table.count("needs CUDA") == 5
+
+
+def test_a_worker_that_fails_to_build_is_one_error_not_a_hang():
+    from textvae.bench import processes
+
+    spec = {"device": "cpu", "model": (4, 5, 2, 3), "vocab": None, "tokens": torch.ones(3, 6, dtype=torch.long)}
+    spec["lengths"] = torch.full((3,), 6)
+    with pytest.raises(RuntimeError, match=r"worker 0: .*Error"):
+        processes.aggregate(spec, (1,), 0.1)
