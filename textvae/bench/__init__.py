@@ -36,11 +36,18 @@ every matrix product on the real tokens (padding is not useful work), ×3 for tr
 ``flops.train_flops`` for the derivation. ``--quick`` runs 3 rounds of 4 training steps (3 for the
 remedy and decoder rows) and IW-NLL on one batch of 8 sentences (a smaller batch: a lower rate).
 
+7. on a GPU (issue 17): eager and CUDA-graphed training steps, toolkit and plain PyTorch
+   (``graphs``); aggregate model-steps/s of 1, 4 and 8 processes, time-sliced and through MPS
+   (``processes``, run first); the image MLP's images/s, eager and graphed (``image``). On a CPU
+   the CUDA-only rows say "needs CUDA". ``python -m textvae.bench.gpu`` (``scripts/gpu_bench.sh``)
+   runs only these, in about a minute on an H200.
+
 One measurement per module: ``clock`` (timing, matmul peak), ``models`` (sizes, the model, the
 optimizers), ``corpus`` (PTB, the scaled copy, batches), ``flops``, ``training``, ``remedies``,
-``iw_nll``, ``decoders``, ``memory``; ``report`` renders the table, ``suite`` runs the sections and
-is the command (``textvae.cli`` calls ``command``); ``references`` loads the plain-PyTorch
-baselines of ``benchmarks/``.
+``iw_nll``, ``decoders``, ``memory``, ``graphs``, ``processes``, ``image``; ``summary`` makes the
+JSON's headline figures, ``report`` the table; ``suite`` runs the sections and is the command
+(``textvae.cli`` calls ``command``); ``references`` loads the plain-PyTorch baselines of
+``benchmarks/``. A section that fails is one row of the table with its error.
 """
 
 from .flops import forward_macs, iw_flops, train_flops
