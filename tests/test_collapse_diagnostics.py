@@ -50,3 +50,64 @@ def test_a_language_model_has_no_latent_diagnostics():
     model = build_model(tiny_lm_spec(), vocab).eval()
     result = validation_from_sums(validation_sums(model, split, vocab.pad_id, 4, np.arange(23), 0))
     assert "au" not in result and "kl_per_dim" not in result
+
+
+class _FakeWriter:
+    def __init__(self):
+        self.scalars, self.histograms, self.closed = {}, {}, False
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[(tag, step)] = value
+
+    def add_histogram(self, tag, values, step):
+        self.histograms[(tag, step)] = values.tolist()
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_training_run_logs_au_and_kl_per_dim_to_metrics_jsonl_and_tensorboard(tmp_path, monkeypatch):
+    import json
+
+    from tests.test_engine import LOGGED, small_corpus, text_recipe
+    from textvae.engine import tensorboard
+    from textvae.train import train
+
+    writers = []
+
+    def fake_init(self, log_dir, writer=None):
+        self.writer = _FakeWriter()
+        writers.append(self.writer)
+
+    monkeypatch.setattr(tensorboard.TensorBoardMirror, "__init__", fake_init)
+    recipe = text_recipe(small_corpus(tmp_path / "corpus"), "files", max_steps=10, tensorboard=True, **LOGGED)
+    train(recipe, tmp_path / "run")
+    valid = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in valid if r["event"] == "valid"]
+    assert valid and all(len(r["kl_per_dim"]) == 4 and 0 <= r["au"] <= 4 for r in valid)
+    (writer,) = writers
+    last = valid[-1]
+    assert writer.scalars[("valid/au", last["step"])] == last["au"]
+    assert writer.scalars[("valid/kl", last["step"])] == last["kl"]
+    assert writer.histograms[("valid/kl_per_dim", last["step"])] == last["kl_per_dim"]
+    assert ("train/loss", 5) in writer.scalars and writer.closed
+
+
+def test_tensorboard_without_its_package_is_a_one_line_error(monkeypatch):
+    import builtins
+
+    import pytest
+
+    from textvae.engine.tensorboard import TensorBoardMirror
+    from textvae.errors import TextVAEError
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(TextVAEError, match="pip install tensorboard"):
+        TensorBoardMirror("unused")

@@ -119,6 +119,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None = torch's default
     max_nonfinite_in_a_row: int = 10  # stop when this many batches in a row give a non-finite loss or gradient
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: this process's GPU if CUDA is available
+    tensorboard: bool = False  # also write metrics.jsonl's records as TensorBoard scalars (pip install tensorboard)
     # a wall-clock cap on this run's training (a runtime key): the run stops at the first step past it, is
     # validated and marked finished, and its metrics.jsonl says it stopped on time, not on its stopping rule
     max_minutes: float | None = None

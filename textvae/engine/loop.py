@@ -85,6 +85,10 @@ class Engine:
         self.stepper = self.family.stepper(self.optimizer, self.forward_module())
         offset = self.resumed["metrics_offset"] if self.resumed else None
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", offset, enabled=self.dist.is_main)
+        if self.cfg.tensorboard and self.dist.is_main:
+            from textvae.engine.tensorboard import TensorBoardMirror
+
+            self.metrics_log.mirrors.append(TensorBoardMirror(self.run_dir / "tensorboard"))
         self.skip = SkipPolicy(self.cfg.max_nonfinite_in_a_row, self.run_dir, self.metrics_log)
 
     def restore(self, payload: dict) -> None:

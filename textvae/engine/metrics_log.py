@@ -12,6 +12,7 @@ class MetricsLog:
 
     def __init__(self, path: Path, truncate_to: int | None, enabled: bool = True):
         self.path, self.enabled = path, enabled
+        self.mirrors: list = []  # called with every record too (``textvae.engine.tensorboard``)
         if not enabled:  # the other ranks of a torchrun job: rank 0 keeps the log
             self.handle = None
             return
@@ -24,6 +25,8 @@ class MetricsLog:
         if self.handle is not None:
             self.handle.write(json.dumps(record) + "\n")
             self.handle.flush()
+            for mirror in self.mirrors:
+                mirror(record)
 
     @property
     def offset(self) -> int:
@@ -32,3 +35,5 @@ class MetricsLog:
     def close(self) -> None:
         if self.handle is not None and not self.handle.closed:
             self.handle.close()
+            for mirror in self.mirrors:
+                mirror.close()
