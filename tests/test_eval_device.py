@@ -226,6 +226,12 @@ def test_the_gpu_eval_check_script_runs_every_row_on_the_cpu_at_toy_sizes(tmp_pa
     rates = {k: v for k, v in results["throughput"].items() if isinstance(v, dict)}
     assert len(rates) == 4 and all(v["sentences_per_s"] > 0 and v["flops"] > 0 for v in rates.values())
     assert "| same_draws |" in capsys.readouterr().out
+    import textvae  # the Python API on a device: "auto" is the CPU here, None the recipe's eval.device
+
+    for device in ("auto", None, "cpu"):
+        model = textvae.load(results["train"]["run"], device=device)
+        assert model.device == torch.device("cpu") and len(model.sample(2, seed=1)) == 2
+    assert model.reconstruct(["the cat sees"]) and len(model.interpolate("a cat", "the dog", 3)) == 3
 
 
 def test_image_evaluation_gives_the_numbers_recorded_before_device_support():

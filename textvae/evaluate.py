@@ -10,7 +10,9 @@ Definitions (nats; per sentence unless a name says otherwise), following He et a
   per evaluation minibatch) and ``mi_full`` (Li et al. 2019, over the whole evaluated set).
   With a posterior flow (IAF), AU and MI are measured on the Gaussian q0(z0|x) the flow starts
   from (its mean and variance); ELBO, KL and IW-NLL use the full flow posterior.
-Every random draw comes from one generator seeded with ``seed``, so a result is reproducible.
+Every random draw comes from one generator on the model's device seeded with ``seed``, so a result
+is reproducible on that device. Everything runs where the model is (``eval_device``): sums stay tensors
+there and are read once at the end; on a GPU several batches share one IW decoder pass.
 """
 
 from __future__ import annotations
