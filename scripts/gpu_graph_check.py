@@ -28,6 +28,7 @@ import logging
 import math
 import platform
 import sys
+import tempfile
 import time
 import traceback
 from collections import Counter
@@ -74,6 +75,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=200, help="steps of the graphed-vs-eager check")
     parser.add_argument("--remedy-steps", type=int, default=50)
     parser.add_argument("--timing-steps", type=int, default=60)
+    parser.add_argument("--engine-steps", type=int, default=120, help="steps of each textvae train run")
     parser.add_argument("--hidden", default="256,512", help="comma-separated hidden sizes")
     parser.add_argument("--tolerance", type=float, default=0.02, help="relative, on each quarter's mean loss")
     parser.add_argument("--budget-s", type=float, default=110.0, help="rows not started by then are skipped")
@@ -328,6 +330,51 @@ def remedy_row(ctx: Context, vocab, split, name: str) -> dict:
     return row
 
 
+def engine_row(ctx: Context, hidden: int) -> dict:
+    """``textvae.train.train`` end to end (the engine with ``GraphStepper``): ``--engine-steps`` steps with
+    train.cuda_graphs = false, then true (on a CPU: both uncaptured), the last train records compared."""
+    from textvae.train import train
+
+    row, results = {"row": f"engine H{hidden}: textvae train, graphs off vs on"}, {}
+    steps = ctx.args.engine_steps
+    settings = [f"train.max_steps={steps}", f"train.log_every_steps={max(1, steps // 3)}", "train.progress_bar=false"]
+    settings += ["train.max_valid_sentences=200", "train.checkpoint_every_steps=100000"]
+    settings += [f'train.device="{ctx.device.type}"']
+    with tempfile.TemporaryDirectory() as folder:
+        for graphs in (False, True):
+            setting = f"train.cuda_graphs={'true' if graphs and ctx.cuda else 'false'}"
+            recipe = load_recipe(
+                REPO / "recipes" / "ptb" / "lstm_vae.toml", ctx.overrides(hidden, [*settings, setting])
+            )
+            run_dir = Path(folder) / f"graphs_{graphs}"
+            started = time.perf_counter()
+            summary = train(recipe, run_dir)
+            seconds = time.perf_counter() - started
+            lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+            records = [r for r in map(json.loads, lines) if r.get("event") == "train"]
+            results["graphed" if graphs else "eager"] = {
+                "steps": summary.progress.step,
+                "skipped": summary.progress.skipped_steps,
+                "seconds": seconds,
+                "train_loss": [r["loss"] for r in records],
+                "tokens_per_s": [r["tokens_per_s"] for r in records],
+            }
+    eager, graphed = results["eager"], results["graphed"]
+    last = [abs(g - e) / abs(e) for e, g in zip(eager["train_loss"], graphed["train_loss"], strict=True)]
+    speed = graphed["tokens_per_s"][-1] / eager["tokens_per_s"][-1] if eager["tokens_per_s"] else math.nan
+    row.update(results)
+    row["tokens_per_s"] = graphed["tokens_per_s"][-1] if graphed["tokens_per_s"] else None
+    row["ok"] = eager["steps"] == graphed["steps"] == ctx.args.engine_steps and max(last, default=1.0) <= 0.05
+    row["note"] = (
+        f"train-record losses rel diff ≤ {max(last, default=math.nan):.2e}; last window tokens/s "
+        f"{eager['tokens_per_s'][-1]:.0f} → {graphed['tokens_per_s'][-1]:.0f} ({speed:.2f}x); "
+        f"wall {eager['seconds']:.1f} s → {graphed['seconds']:.1f} s incl. data and validation"
+    )
+    if not ctx.cuda:
+        row["ok"], row["note"] = None, "CPU, both uncaptured (code paths only): " + row["note"]
+    return row
+
+
 def guarded(ctx: Context, row: dict, work) -> dict:
     """Run one row; any exception goes into its note (the script goes on)."""
     if ctx.over_budget():
@@ -384,9 +431,11 @@ def main(argv=None) -> int:
         vocab = split = None
     hidden_sizes = [int(h) for h in args.hidden.split(",") if h]
     if split is not None:
-        for hidden in hidden_sizes:
+        for i, hidden in enumerate(hidden_sizes):
             ctx.rows.append(guarded(ctx, {"row": f"check H{hidden}"}, lambda h=hidden: run_check(ctx, vocab, split, h)))
             ctx.rows.extend(timing_rows(ctx, vocab, split, hidden))
+            if i == 0:  # the engine end to end, at the first size
+                ctx.rows.append(guarded(ctx, {"row": f"engine H{hidden}"}, lambda h=hidden: engine_row(ctx, h)))
         for name in REMEDY_ROWS:
             ctx.rows.append(guarded(ctx, {"row": f"remedy: {name}"}, lambda n=name: remedy_row(ctx, vocab, split, n)))
     seconds = time.perf_counter() - ctx.started

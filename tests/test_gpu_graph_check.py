@@ -21,11 +21,12 @@ def test_the_gpu_check_runs_on_a_cpu(tmp_path):
     spec.loader.exec_module(script)
     _tiny_ptb(tmp_path)
     out = tmp_path / "check.json"
-    args = ["--device", "cpu", "--tiny", "--hidden", "8", "--steps", "6", "--timing-steps", "2"]
+    args = ["--device", "cpu", "--tiny", "--hidden", "8", "--steps", "6", "--timing-steps", "2", "--engine-steps", "3"]
     assert script.main([*args, "--remedy-steps", "3", "--data", str(tmp_path), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     rows = {row["row"]: row for row in result["rows"]}
-    assert result["versions"]["torch"] and len(rows) == 1 + 5 + len(script.REMEDY_ROWS)
+    assert result["versions"]["torch"] and len(rows) == 1 + 5 + 1 + len(script.REMEDY_ROWS)
+    assert rows["engine H8: textvae train, graphs off vs on"]["graphed"]["steps"] == 3
     failed = {name: row["note"] for name, row in rows.items() if row.get("ok") is False}
     assert not failed  # a row that raised says so in its note
     check = rows["check H8"]
