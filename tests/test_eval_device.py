@@ -250,3 +250,14 @@ def test_image_evaluation_gives_the_numbers_recorded_before_device_support():
         wrong = {k: (result[k], v) for k, v in expected.items() if not _close(result[k], v)}
         assert not wrong, (cls.__name__, wrong)
         assert result["device"] == "cpu" and result["iw_chunk_size"] == 4  # off CUDA the recipe's chunk
+
+
+def test_a_run_started_before_eval_device_existed_still_resumes():
+    from textvae.config import load_recipe
+    from textvae.engine.run_dir import without_runtime_keys
+
+    config = load_recipe(REPO / "recipes" / "ptb" / "lstm_vae.toml").to_dict()
+    assert config["eval"]["device"] == "auto"
+    older = json.loads(json.dumps(config))
+    del older["eval"]["device"]  # a checkpoint's config from before the key
+    assert without_runtime_keys(older) == without_runtime_keys(config)

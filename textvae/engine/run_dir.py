@@ -69,6 +69,7 @@ def without_runtime_keys(config: dict) -> dict:
     config = json.loads(json.dumps(config))
     for key in RUNTIME_KEYS:
         config.get("train", {}).pop(key, None)
+    config.get("eval", {}).pop("device", None)  # where a run is evaluated (runs before it was a key lack it)
     for key in ("source", "description"):  # where the recipe came from and its prose
         config.pop(key, None)
     return config
