@@ -121,9 +121,9 @@ def _ablation_results(tmp_path, kl_by_variant, source="recipes/quickstart/ablati
     run.mkdir()
     rows = []
     for v in load_ablation(ROOT / "recipes" / "quickstart" / "ablation.toml")[0]:
-        metrics = (
-            {"nll": 124.25} if v.name == "LM" else {"iw_nll": 124.0, "kl": kl_by_variant.get(v.name, 1.0), "au": 3}
-        )
+        kl = kl_by_variant.get(v.name, 1.0)
+        metrics = {"iw_nll": 124.0, "kl": kl, "au": 3, "kl_per_dim": [kl / 16] * 16}
+        metrics = {"nll": 124.25} if v.name == "LM" else metrics
         rows.append({"variant": v.name, "seed": 0, **metrics, "paper": v.paper, "train_steps": 1000, "device": "cpu"})
     write_results(run, rows)
     (run / "ablation.json").write_text(f'{{"source": "{source}"}}')
@@ -145,6 +145,7 @@ def test_the_status_table_matches_the_results_files_it_was_built_from(tmp_path, 
     )
     assert saved["+free bits"]["verdict"]["status"] == "reproduced"
     assert "verdict" not in saved["LM"] and "verdict" not in saved["+BoW"]  # they cite no published row
+    assert (run / "active_units.png").stat().st_size > 1000  # final KL and AU, published values and verdicts
 
     table = status_rows(Path("recipes"), [run])
     measured = [t for t in table if t.get("line")]
