@@ -31,6 +31,7 @@ import math
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -213,11 +214,20 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         row(results, "train", lambda: {"run": str(train_run(args, work)), "seconds": time.perf_counter() - started})
         run_dir = Path(results["train"].get("run", work / "run"))
-    loaded = load_checkpoint(resolve_checkpoint(run_dir, "best"))
-    split = encode_split(loaded.recipe.data, "test", loaded.vocab)
+    try:
+        loaded = load_checkpoint(resolve_checkpoint(run_dir, "best"))
+        moved = args.data_root.is_dir()  # else the run's own data.root
+        data = replace(loaded.recipe.data, root=str(args.data_root)) if moved else loaded.recipe.data
+        split = encode_split(data, "test", loaded.vocab)
+    except Exception as err:  # no run, no data: the table says so
+        results["load"] = {"error": f"{type(err).__name__}: {err}"}
+        args.out.write_text(json.dumps(results, indent=2, default=str))
+        sys.stdout.write(report(results) + f"\nload: {results['load']['error']}\nresults: {args.out}\n")
+        return 1
     results["test_sentences"] = len(split)
     row(results, "same_draws", lambda: same_draws(loaded.model, split, loaded.vocab.pad_id, args, device))
-    subset = ["--max-sentences", str(args.cpu_sentences), "--iw-samples", str(args.cpu_k)]
+    root = ["--data-root", data.root] if data.root else []
+    subset = ["--max-sentences", str(args.cpu_sentences), "--iw-samples", str(args.cpu_k), *root]
     row(results, "eval_cpu_subset", lambda: textvae_eval(run_dir, work, "cpu_subset", "--device", "cpu", *subset))
     row(
         results,
@@ -226,7 +236,7 @@ def main(argv=None) -> int:
     )
     if "error" not in results["eval_cpu_subset"] and "error" not in results["eval_device_subset"]:
         results["subset_comparison"] = compare(results["eval_cpu_subset"], results["eval_device_subset"])
-    full = ["--device", args.device, "--iw-samples", str(args.full_k)]
+    full = ["--device", args.device, "--iw-samples", str(args.full_k), *root]
     row(results, "eval_device_full", lambda: textvae_eval(run_dir, work, "dev_full", *full))
     for precision in ("tf32", "bf16"):
         options = [*full, "--max-sentences", str(args.throughput_sentences), "--matmul-precision", precision]
