@@ -79,15 +79,23 @@ class AttributeVectors:
 
 def attribute_vectors(model, pairs: Sequence[tuple[str, str]], batch_size: int = 256) -> AttributeVectors:
     """Per-label mean posterior codes of (label, sentence) pairs; at least two labels."""
-    labels = tuple(sorted({label for label, _ in pairs}))
-    if len(labels) < 2:
-        raise TextVAEError(f"attribute vectors need at least two labels, got {list(labels)}")
+    if len({label for label, _ in pairs}) < 2:
+        raise TextVAEError(f"attribute vectors need at least two labels, got {sorted({label for label, _ in pairs})}")
     codes = posterior_means(model, [sentence for _, sentence in pairs], batch_size)  # (N, D)
-    index = torch.tensor([labels.index(label) for label, _ in pairs], device=codes.device)  # (N,)
-    sums = codes.new_zeros(len(labels), codes.shape[1]).index_add_(0, index, codes)  # (L, D)
-    counts = torch.bincount(index, minlength=len(labels))  # (L,)
+    return vectors_from_codes(codes, [label for label, _ in pairs])
+
+
+def vectors_from_codes(codes: Tensor, labels: Sequence[str]) -> AttributeVectors:
+    """The per-label means of codes (N, D) labelled ``labels`` (N,); at least two labels."""
+    names = tuple(sorted(set(labels)))
+    if len(names) < 2:
+        raise TextVAEError(f"attribute vectors need at least two labels, got {list(names)}")
+    labels, index_of = list(labels), {name: i for i, name in enumerate(names)}
+    index = torch.tensor([index_of[label] for label in labels], device=codes.device)  # (N,)
+    sums = codes.new_zeros(len(names), codes.shape[1]).index_add_(0, index, codes)  # (L, D)
+    counts = torch.bincount(index, minlength=len(names))  # (L,)
     means = (sums / counts.unsqueeze(1)).cpu()
-    return AttributeVectors(labels, tuple(counts.tolist()), means)
+    return AttributeVectors(names, tuple(counts.tolist()), means)
 
 
 def save_vectors(run_dir: Path, vectors: AttributeVectors, extra: dict | None = None) -> Path:

@@ -64,8 +64,8 @@ def plot_attribute_codes(codes: Tensor, labels: Sequence[str], vectors: Attribut
     figure, axes = plt.subplots(figsize=(6.5, 5.5))
     for index, label in enumerate(vectors.labels):
         rows = torch.tensor([lab == label for lab in labels])
-        axes.scatter(points[rows, 0], points[rows, 1], s=4, alpha=0.3, label=f"label {label}")
-        axes.scatter(means[index, 0], means[index, 1], s=120, marker="X", edgecolor="black")
+        axes.scatter(points[rows, 0], points[rows, 1], s=4, alpha=0.3, color=f"C{index}", label=f"label {label}")
+        axes.scatter(means[index, 0], means[index, 1], s=120, marker="X", color=f"C{index}", edgecolor="black")
     source, target = vectors.labels[0], vectors.labels[1]
     start, end = means[0], means[1]
     axes.annotate(

@@ -60,6 +60,7 @@ def corpus_codes(model, corpus: Path, checkpoint: Path, cache_dir: Path, batch_s
     means = posterior_means(model, sentences, batch_size).cpu()
     buffer = io.BytesIO()
     torch.save({"count": len(sentences), "means": means, "corpus": str(corpus)}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
     return sentences, means
 

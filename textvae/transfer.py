@@ -6,7 +6,7 @@ label a and target b, the sentences of label a are encoded (posterior mean), shi
 s · v_{a→b} and decoded; the table reports, per scale s:
 
 - ``transfer_acc``: the fraction of outputs the classifier labels b (s = 0: the plain reconstructions);
-- ``bleu``: corpus BLEU (sacrebleu) of the outputs against their source sentences: content kept;
+- ``bleu``: corpus BLEU (sacrebleu, whitespace tokens) of the outputs against their sources: content kept;
 - ``classifier_acc``: the classifier's accuracy on the untouched evaluation sentences (its own ceiling).
 """
 
@@ -70,7 +70,7 @@ def _scores(classifier, sentences: list[str], outputs: list[str], target: str) -
 
     return {
         "transfer_acc": float((classifier.predict(outputs) == target).mean()),
-        "bleu": corpus_bleu(outputs, [sentences]).score,  # sacrebleu's default 13a tokenization
+        "bleu": corpus_bleu(outputs, [sentences], tokenize="none").score,  # whitespace tokens, as textvae reads text
         "examples": [{"source": s, "output": o} for s, o in zip(sentences[:3], outputs[:3], strict=True)],
     }
 
