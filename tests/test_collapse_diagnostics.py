@@ -111,3 +111,16 @@ def test_tensorboard_without_its_package_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     with pytest.raises(TextVAEError, match="pip install tensorboard"):
         TensorBoardMirror("unused")
+
+
+def test_image_validation_records_carry_the_active_units(tmp_path):
+    import json
+
+    from tests.test_engine import LOGGED, mnist_recipe
+    from textvae.image.train import train_image
+
+    train_image(mnist_recipe(max_steps=10, **{**LOGGED, "max_valid_sentences": 100}), tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["event"] == "valid"]
+    assert valid and all(0 <= r["au"] <= 50 for r in valid)
+    assert valid[-1]["au"] > 0  # after 10 Adam steps from its random init, the encoder's means vary

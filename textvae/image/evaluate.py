@@ -147,11 +147,12 @@ def validate_image(
     model, split: ImageSplit, indices: np.ndarray, batch_size: int, step: int, seed: int, device
 ) -> dict:
     """Mean objective and honest terms over ``indices``, the ``loss`` that selects ``best.pt``
-    (``validation_loss``) and, for a model with ``posterior``, He et al.'s minibatch MI."""
+    (``validation_loss``) and, for a model with ``posterior``, He et al.'s minibatch MI and the
+    active units (``au``: dimensions whose posterior mean varies by ≥ 0.01 over the examples)."""
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    totals, mi_weighted = TermTotals(), 0.0
+    totals, mi_weighted, moments = TermTotals(), 0.0, 0.0  # moments: Σ E_q[z_d] and Σ E_q[z_d]², (2, D)
     mi_generator = torch.Generator(device=device).manual_seed(seed)
     with seeded_rng(seed, device):
         for x in _batches(split, indices, batch_size, device):
@@ -160,11 +161,16 @@ def validate_image(
                 q = model.posterior(x)
                 mean, logvar = q.mean.flatten(1), q.logvar.flatten(1)  # (B, D)
                 mi_weighted = mi_weighted + metrics.mutual_info_estimate(mean, logvar, mi_generator) * len(x)
+                moments = moments + torch.stack([mean.double().sum(0), (mean.double() ** 2).sum(0)])
     model.train(was_training)
     means = totals.means()
     result = {"loss": validation_loss(totals.term_means(), means["objective"]), **means}
     if hasattr(model, "posterior"):
         result["mi"] = float(mi_weighted) / totals.examples
+        n = totals.examples
+        if n > 1:
+            variances = (moments[1] - moments[0] ** 2 / n) / (n - 1)  # unbiased Var_x(E_q[z_d]), (D,)
+            result["au"] = int((variances >= metrics.AU_THRESHOLD).sum())
     return {**result, "num_examples": totals.examples}
 
 
