@@ -9,7 +9,8 @@ hidden 256; ``--train-steps`` steps) on the device. Then, each row in its own tr
 1. same draws: IW-NLL per sentence on the CPU and on the device with the same z (drawn on the CPU),
    ``--cpu-sentences`` sentences at K = ``--cpu-k``: the largest difference must stay under 0.01 nats.
 2. ``textvae eval`` on the CPU and on the device, same checkpoint, same seeded subset, K = ``--cpu-k``:
-   every metric side by side (they differ by Monte-Carlo noise: each device draws its own z).
+   every metric side by side (they differ by Monte-Carlo noise: each device draws its own z); the
+   device run again (the same numbers: reproducible per device).
 3. ``textvae eval`` on the device over the whole test split at K = ``--full-k`` (target: ≤ 15 s for
    the PTB model on an H200), then with --matmul-precision tf32 and bf16 (their deviation from fp32).
 4. the eval path's throughput (``textvae.bench.iw_nll.eval_path``: the whole ``evaluate``) at K = 50
@@ -155,6 +156,14 @@ def textvae_eval(run_dir: Path, work: Path, name: str, *options: str) -> dict:
     return result
 
 
+def reproducible(run_dir: Path, work: Path, results: dict, options: list[str]) -> dict:
+    """The device subset evaluated again, same checkpoint and seed: the largest difference of any metric."""
+    again = textvae_eval(run_dir, work, "dev_subset_again", *options)
+    first = results["eval_device_subset"]
+    differences = {key: abs(again[key] - first[key]) for key in COMPARED}
+    return {"max_abs_diff": max(differences.values()), "differences": differences}
+
+
 def compare(cpu: dict, device: dict) -> dict:
     """Metric by metric, CPU and device, their difference, and the Monte-Carlo s.e. of the IW-NLL difference."""
     table = {key: {"cpu": cpu[key], "device": device[key], "diff": device[key] - cpu[key]} for key in COMPARED}
@@ -236,6 +245,7 @@ def main(argv=None) -> int:
     )
     if "error" not in results["eval_cpu_subset"] and "error" not in results["eval_device_subset"]:
         results["subset_comparison"] = compare(results["eval_cpu_subset"], results["eval_device_subset"])
+    row(results, "reproducible", lambda: reproducible(run_dir, work, results, ["--device", args.device, *subset]))
     full = ["--device", args.device, "--iw-samples", str(args.full_k), *root]
     row(results, "eval_device_full", lambda: textvae_eval(run_dir, work, "dev_full", *full))
     for precision in ("tf32", "bf16"):
@@ -273,6 +283,7 @@ def report(results: dict) -> str:
         "same_draws",
         "eval_cpu_subset",
         "eval_device_subset",
+        "reproducible",
         "eval_device_full",
         "eval_tf32",
         "eval_bf16",
@@ -280,6 +291,8 @@ def report(results: dict) -> str:
         result = results.get(name, {})
         if "error" in result:
             add(name, "error", result["error"])
+        elif name == "reproducible":
+            add(name, "same device, checkpoint and seed twice: max |Δ| over the metrics", result["max_abs_diff"])
         elif name == "same_draws":
             add(
                 name,

@@ -223,6 +223,7 @@ def test_the_gpu_eval_check_script_runs_every_row_on_the_cpu_at_toy_sizes(tmp_pa
     assert results["eval_device_full"]["num_sentences"] == 30 and results["eval_device_full"]["iw_samples"] == 10
     assert results["eval_bf16"]["matmul_precision_check"]["precision"] == "bf16"
     assert results["subset_comparison"]["iw_nll"]["diff"] == 0.0  # same device, same seed: same numbers
+    assert results["reproducible"]["max_abs_diff"] == 0.0
     rates = {k: v for k, v in results["throughput"].items() if isinstance(v, dict)}
     assert len(rates) == 4 and all(v["sentences_per_s"] > 0 and v["flops"] > 0 for v in rates.values())
     assert "| same_draws |" in capsys.readouterr().out
