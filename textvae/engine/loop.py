@@ -45,14 +45,15 @@ class Engine:
         self.run_dir, self.resume, self.dist = Path(run_dir), resume, context
         self.progress = Progress()
         self.last_valid: dict = {}
+        self.started = time.perf_counter()  # reset when training starts (run); train.max_minutes counts from it
 
     def run(self) -> TrainSummary:
         self.prepare()
         self.build()
         self.restore_or_start()
-        started = time.perf_counter()
+        self.started = time.perf_counter()
         self.run_epochs()
-        return self.finish(started)
+        return self.finish(self.started)
 
     # --- before training
     def prepare(self) -> None:
@@ -167,10 +168,27 @@ class Engine:
             self.model.train()
         if cfg.max_steps is not None and step >= cfg.max_steps:
             return True
+        if self.out_of_time(step):
+            return True
         if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0:
             self.checkpoint("last.pt")
         faults.kill_point("after_step", step)
         return False
+
+    def out_of_time(self, step: int) -> bool:
+        """Whether ``train.max_minutes`` of this process's training have passed: checked at log steps (a
+        step the host settles anyway), stopping every rank when any rank is over. The run then ends as at
+        ``max_steps`` (validated, marked finished) with ``progress.stopped_on_time`` set."""
+        limit = self.cfg.max_minutes
+        if limit is None or step % self.cfg.log_every_steps:
+            return False
+        over = time.perf_counter() - self.started >= 60 * limit
+        if distributed.all_ranks_agree(self.dist, not over):
+            return False
+        self.progress.stopped_on_time = True
+        self.metrics_log.write({"event": "stopped", "step": step, "stopped_on_time": True, "max_minutes": limit})
+        log.warning("stopping at step %d: train.max_minutes = %g reached (before the run's stopping rule)", step, limit)
+        return True
 
     def settle(self, step: int | None = None) -> bool:
         """A stepper that counts skipped steps on the device (``textvae.graph_stepper.GraphStepper``)

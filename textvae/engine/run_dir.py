@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 _WRITTEN_BEFORE_FIRST_CHECKPOINT = ("config.json", "vocab.json", "metrics.jsonl")
 
 # train settings that change how a run executes, not what it computes: --resume may change them
-RUNTIME_KEYS = ("progress_bar", "threads", "max_nonfinite_in_a_row", "device", "cuda_graphs")
+RUNTIME_KEYS = ("progress_bar", "threads", "max_nonfinite_in_a_row", "device", "cuda_graphs", "max_minutes")
 
 
 def has_checkpoint(run_dir: Path) -> bool:

@@ -30,6 +30,7 @@ class Progress:
     skipped_steps: int = 0  # steps whose loss or gradient was not finite
     skipped_in_a_row: int = 0  # the current run of such steps; training stops at train.max_nonfinite_in_a_row
     finished: bool = False
+    stopped_on_time: bool = False  # train.max_minutes ended the run before its own stopping rule
 
 
 @dataclass
