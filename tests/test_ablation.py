@@ -124,7 +124,7 @@ def test_ablation_rows_tables_plots_and_resume(tmp_path, corpus):
     assert "nll" in good[0] and "iw_nll" not in good[0]  # the LM row reports its exact NLL
     table = (out / "results.md").read_text()
     assert "| VAE | 2 |" in table and "±" in table and "| published | verdict |" in table
-    assert "IW-NLL 12.50 [V-text]" in table and "Test et al., Table 1, VAE" in table
+    assert "IW-NLL 12.5 [V-text]" in table and "Test et al., Table 1, VAE" in table
     assert "broken: " in table
     csv_lines = (out / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("variant,seeds,failed,iw_nll_mean,iw_nll_std") and len(csv_lines) == 5

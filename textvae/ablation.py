@@ -350,7 +350,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r[key] for r in group if r.get(key) is not None]
             if values:
                 line[key] = _mean_std([float(v) for v in values])
-        line["paper"] = (group or failed)[0].get("paper", {}) if (group or failed) else {}
+        paper = (group or failed)[0].get("paper", {}) if (group or failed) else {}
+        line["paper"] = paper if "tag" in paper else {}  # results written before 2026-12-04 cite no tagged row
         line["device"] = ", ".join(sorted({r["device"] for r in group if r.get("device")})) or None
         line["date"] = max((r["date"] for r in group if r.get("date")), default=None)
         line["stopped_on_time"] = any(r.get("stopped_on_time") for r in group)
