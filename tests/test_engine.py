@@ -2,7 +2,7 @@
 loop it replaced, bit for bit, and equal a plain loop written out in the test.
 
 The golden digests were recorded with the pre-engine loops (``textvae/train.py::_train`` and
-``textvae/image/train.py::train_image`` at commit 8490647) on the project's 2-core CPU machine,
+``textvae/image/train.py::train_image`` at commit 2b625fa) on the project's 2-core CPU machine,
 torch 2.14.1, 2026-12-04; two processes gave the same digests. Another CPU or torch build may round
 differently: there they are skipped, and the plain-loop tests still compare the engine exactly.
 """
