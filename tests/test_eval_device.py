@@ -146,6 +146,18 @@ def test_the_host_reads_the_device_a_fixed_number_of_times_whatever_the_number_o
     assert counts == few, (few, counts)
 
 
+@pytest.mark.parametrize("name", ["vae", "lm"])
+def test_validation_reads_the_device_a_fixed_number_of_times_whatever_the_number_of_batches(monkeypatch, name):
+    split, vocab = _split_and_vocab()
+    model = _models(vocab)[name]
+    counts = _count_reads(monkeypatch)
+    evaluate_module.validation_sums(model, split, vocab.pad_id, 4, np.arange(6), seed=0)  # 2 batches
+    few = dict(counts)
+    counts.update(dict.fromkeys(counts, 0))
+    evaluate_module.validation_sums(model, split, vocab.pad_id, 4, np.arange(23), seed=0)  # 6 batches
+    assert counts == few, (few, counts)
+
+
 def test_bf16_matmuls_report_their_deviation_from_fp32_and_tf32_restores_the_global_setting():
     split, vocab = _split_and_vocab()
     model = _models(vocab)["vae"]

@@ -452,25 +452,30 @@ def validation_sums(
     processes under torch.distributed, then turned into means by ``validation_from_sums``."""
     was_training = model.training
     model.eval()
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = module_device(model) if device is None else torch.device(device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    mi_generator = generator if device.type == "cpu" else torch.Generator().manual_seed(seed)  # MI runs on CPU
+    # MI draws from its own stream (on a CPU the shared one, as always), so rec and KL see the same z
+    mi_generator = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
     batches = [indices[b] for b in bucketed_batches(split.lengths[indices], batch_size, shuffle=False)]
-    sums = dict.fromkeys(VALIDATION_SUMS, 0.0)
+    totals = {key: torch.zeros((), dtype=torch.float64, device=device) for key in ("rec", "kl", "mi_weighted")}
+    tokens, sentences = torch.zeros((), dtype=torch.long, device=device), 0
     vectors: dict[str, torch.Tensor] = {}
     for batch in iterate_batches(split, batches, pad_id):
-        out = model(batch.to(device), generator=generator)
+        out = model(to_device(batch, device), generator=generator)
         terms = elbo_terms(out)
-        sums["rec"] += float(terms.rec.sum())
-        sums["kl"] += float(terms.kl.sum())
-        sums["tokens"] += int(terms.num_tokens.sum())
-        sums["sentences"] += len(batch)
+        totals["rec"] += terms.rec.sum().double()
+        totals["kl"] += terms.kl.sum().double()
+        tokens += terms.num_tokens.sum()
+        sentences += len(batch)
         if out.posterior is not None:
-            mi = metrics.mutual_info_minibatch(out.posterior.mean.cpu(), out.posterior.logvar.cpu(), mi_generator)
-            sums["mi_weighted"] += mi * len(batch)
+            mi = metrics.mutual_info_estimate(out.posterior.mean, out.posterior.logvar, mi_generator)
+            totals["mi_weighted"] += mi * len(batch)
             mean = out.posterior.mean.double()  # (B, D)
             for key, value in zip(VALIDATION_VECTORS, (terms.kl_per_dim.double(), mean, mean**2), strict=True):
                 vectors[key] = value.sum(0) + vectors.get(key, 0.0)  # (D,) on the device
+    read = {key: float(value) for key, value in totals.items()}  # the one read of the device
+    read |= {"tokens": float(int(tokens)), "sentences": float(sentences)}
+    sums = {key: read[key] for key in VALIDATION_SUMS}
     model.train(was_training)
     return sums | {key: value.tolist() for key, value in vectors.items()}
 
