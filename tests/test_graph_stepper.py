@@ -4,6 +4,7 @@ resume, and when train.cuda_graphs turns graphs on."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -15,8 +16,13 @@ from textvae import distributed, graph_cache, graph_stepper
 from textvae import train as text_train
 from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 from textvae.errors import TextVAEError
-from textvae.strategies import AggressiveInference, StandardStrategy
+from textvae.strategies import AggressiveInference, StandardStrategy, Strategy
 from textvae.train import GraphStepper, StrategyStepper, train
+
+
+def _sync_free_steps(stepper) -> int:
+    """Steps that went through the graph cache: replayed, or uncaptured (warm-up)."""
+    return stepper.graphed.replays + sum(stepper.graphed.eager_steps.values())
 
 
 def _simulated_capture():
@@ -37,7 +43,7 @@ def test_cuda_graphs_auto_is_on_only_where_the_step_captures():
     assert graph_stepper.cuda_graphs_decision("auto", cuda, single, StandardStrategy(), model)
     assert not graph_stepper.cuda_graphs_decision("auto", cpu, single, StandardStrategy(), model)
     assert not graph_stepper.cuda_graphs_decision(False, cuda, single, StandardStrategy(), model)
-    assert graph_stepper.graph_obstacles(cuda, single, AggressiveInference(), model)
+    assert graph_stepper.graph_obstacles(cuda, single, Strategy(), model)  # a strategy that never says
     with pytest.raises(TextVAEError, match="cuda_graphs = true: the device is cpu"):
         graph_stepper.cuda_graphs_decision(True, cpu, single, StandardStrategy(), model)
 
@@ -119,3 +125,32 @@ def test_a_resumed_graphed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp
     final = read_checkpoint(tmp_path / "partial" / "last.pt")["model"]
     expected = read_checkpoint(tmp_path / "full" / "last.pt")["model"]
     assert all(torch.equal(final[k], expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize("strategy", ["aggressive", "pretrain_reset"])
+def test_host_phases_then_graphed_standard_steps_equal_the_host_run(strategy, tmp_path, monkeypatch):
+    """Aggressive mode (ended at the first validation here) and autoencoder pretraining run on the
+    host, the standard steps after them graphed: the weights and metrics of the host run."""
+    if strategy == "aggressive":
+        spec, remedies = {"type": "aggressive", "max_inner_steps": 4, "check_every": 2}, ()
+        monkeypatch.setattr(AggressiveInference, "after_validation", lambda self, valid: setattr(self, "active", False))
+    else:
+        spec, remedies = {"type": "pretrain_reset", "pretrain_steps": 6}, ({"type": "free_bits", "threshold": 0.1},)
+    settings = {**LOGGED, "validate_every_steps": 5}
+
+    def recipe():
+        base = text_recipe(PTB, remedies=remedies, max_steps=16, **settings)
+        return dataclasses.replace(base, strategy=spec)
+
+    train(recipe(), tmp_path / "host")
+    replays = []  # graph-cache steps seen at each settle
+    with monkeypatch.context() as patch:
+        patch.setattr(text_train, "cuda_graphs_decision", lambda *args: True)
+        patch.setattr(graph_cache, "cuda_capture", _simulated_capture)
+        original = GraphStepper.settle
+        patch.setattr(
+            GraphStepper, "settle", lambda self, *a: replays.append(_sync_free_steps(self)) or original(self, *a)
+        )
+        train(recipe(), tmp_path / "graphed")
+    assert max(replays) > 0  # standard steps went through the graph cache after the host phase
+    assert run_fingerprint(tmp_path / "graphed") == run_fingerprint(tmp_path / "host")

@@ -61,19 +61,36 @@ def cuda_graphs_decision(setting, device, dist, strategy, model) -> bool:
 
 
 class GraphStepper:
-    """The standard text step, sync-free and replayed from CUDA graphs; see the module docstring."""
+    """The standard text step, sync-free and replayed from CUDA graphs; see the module docstring.
 
-    def __init__(self, model: nn.Module, optimizer, grad_clip: float | None, *, capture: Capture | None = None):
+    With ``strategy`` and ``host_stepper``, a step for which ``strategy.needs_host_step`` is True
+    (aggressive mode, autoencoder pretraining and the reset) is the strategy's own, on the host, and
+    counted at once; the standard steps after that phase are graphed."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer,
+        grad_clip: float | None,
+        *,
+        strategy=None,
+        host_stepper=None,
+        capture: Capture | None = None,
+    ):
         self.sync_free = SyncFreeStep(model, optimizer, text_loss_fn(model), grad_clip=grad_clip)
         self.graphed = GraphedStep(self.sync_free, capture=capture)
         self.state = self.sync_free.state
+        self.strategy, self.host_stepper = strategy, host_stepper
         self._next_step: int | None = None  # the host's step count the device counter was last aligned to
         self._steps_per_epoch: int | None = None
         self._skipped_seen = 0
 
     def step(self, batch, step: int) -> StepOutcome:
         """``batch``: a ``textvae.train.TextBatch``. Counted as an update until ``settle`` says otherwise."""
-        if step != self._next_step:  # the first step of this process (fresh or resumed)
+        if self.host_stepper is not None and self.strategy.needs_host_step(step):
+            self._next_step = None  # the device's step counter is set again at the next graphed step
+            return self.host_stepper.step(batch, step)
+        if step != self._next_step:  # the first graphed step of this process (fresh, resumed, after a host phase)
             self.state.set_position(step=step)
         if batch.steps_per_epoch != self._steps_per_epoch:
             self._steps_per_epoch = batch.steps_per_epoch
@@ -118,7 +135,12 @@ class GraphWindow:
         self._shown: dict[str, str] = {}
 
     def add_step(self, outcome: StepOutcome) -> None:
-        """Nothing: the step itself added its sums on the device."""
+        """A graphed step added its sums on the device itself; a host step's terms are added here."""
+        if outcome.terms is not None:
+            rec, kl = outcome.terms.rec.detach().sum(), outcome.terms.kl.detach().sum()
+            counts = torch.tensor([float(outcome.examples), float(outcome.tokens)], dtype=torch.float64)
+            step_sums = torch.cat([torch.stack([rec + kl, rec, kl]).double(), counts.to(rec.device)])  # (5,)
+            self.state.sums.add_(step_sums)
 
     def postfix(self, elapsed: float) -> dict[str, str]:
         """The last record's values (reading the sums now would wait for the device every step)."""

@@ -144,14 +144,18 @@ class Strategy:
 
     needs_latent = False  # True when the strategy trains an inference network
     supports_distributed = False  # True when every rank makes the same forward/backward calls in a step
-    # True when a step is the standard step, which textvae.graph_step runs without host synchronisation and
-    # textvae.graph_cache captures as a CUDA graph; aggressive and pretrain_reset decide on the host what to
-    # do next (the inner loop's stopping test, the reset), so they train uncaptured
+    # True when ``needs_host_step`` says when a step is the standard step, which textvae.graph_step runs
+    # without host synchronisation and textvae.graph_cache captures as a CUDA graph
     supports_cuda_graphs = False
 
     def train_step(self, ctx: StepContext, batch) -> tuple[ElboTerms, bool]:
         loss, terms = remedy_loss(ctx, batch)
         return terms, apply_update(ctx, loss)
+
+    def needs_host_step(self, step: int) -> bool:
+        """Whether the step after ``step`` optimizer steps must be ``train_step`` (the host decides
+        something); False: it is the standard step (``textvae.graph_stepper`` may capture it)."""
+        return True
 
     def after_validation(self, valid: dict) -> None:
         """Called with every validation result (keys loss, rec, kl, ppl, mi)."""
@@ -167,6 +171,9 @@ class Strategy:
 class StandardStrategy(Strategy):
     supports_distributed = True
     supports_cuda_graphs = True
+
+    def needs_host_step(self, step: int) -> bool:
+        return False
 
 
 def inference_parameter_ids(model: nn.Module) -> set[int]:
@@ -199,6 +206,7 @@ def only_these_require_grad(model: nn.Module, ids: set[int]):
 @register("strategy", "aggressive")
 class AggressiveInference(Strategy):
     needs_latent = True
+    supports_cuda_graphs = True  # once aggressive mode has ended: standard steps
 
     def __init__(self, max_inner_steps: int = 100, check_every: int = 15):
         self.max_inner_steps, self.check_every = max_inner_steps, check_every
@@ -226,6 +234,9 @@ class AggressiveInference(Strategy):
             loss, terms = remedy_loss(ctx, batch)
             return terms, apply_update(ctx, loss, only=decoder_ids)
 
+    def needs_host_step(self, step: int) -> bool:
+        return self.active  # the inner loop's stopping test reads the loss on the host
+
     def after_validation(self, valid: dict) -> None:
         if self.active and valid["mi"] < self.previous_mi:
             self.active = False
@@ -242,6 +253,7 @@ class AggressiveInference(Strategy):
 @register("strategy", "pretrain_reset")
 class PretrainThenReset(Strategy):
     needs_latent = True
+    supports_cuda_graphs = True  # after the reset: standard steps
 
     def __init__(self, pretrain_steps: int):
         self.pretrain_steps = pretrain_steps
@@ -263,6 +275,9 @@ class PretrainThenReset(Strategy):
             self.reset_done = True
             log.info("step %d: autoencoder pretraining done, decoder re-initialized", ctx.step)
         return super().train_step(ctx, batch)
+
+    def needs_host_step(self, step: int) -> bool:
+        return step < self.pretrain_steps or not self.reset_done  # the autoencoder steps, then the reset
 
     def state_dict(self) -> dict:
         return {"reset_done": self.reset_done}

@@ -215,12 +215,15 @@ class TextFamily:
     def stepper(self, optimizer: torch.optim.Optimizer, forward: torch.nn.Module) -> StrategyStepper | GraphStepper:
         """The strategy's step, or on CUDA (``train.cuda_graphs``) the standard step captured as CUDA graphs."""
         self.graph_stepper = None
-        if cuda_graphs_decision(self.cfg.cuda_graphs, self.dist.device, self.dist, self.strategy, self.model):
-            self.graph_stepper = GraphStepper(self.model, optimizer, self.cfg.grad_clip)
-            return self.graph_stepper
-        return StrategyStepper(
+        host = StrategyStepper(
             self.strategy, self.model, optimizer, self.cfg.grad_clip, forward, self.dist, self.random_batch
         )
+        if cuda_graphs_decision(self.cfg.cuda_graphs, self.dist.device, self.dist, self.strategy, self.model):
+            self.graph_stepper = GraphStepper(
+                self.model, optimizer, self.cfg.grad_clip, strategy=self.strategy, host_stepper=host
+            )
+            return self.graph_stepper
+        return host
 
     def random_batch(self) -> Batch:
         """Random training sentences (the inner batches of aggressive training), from the global RNG."""
