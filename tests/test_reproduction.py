@@ -187,3 +187,22 @@ def test_the_readmes_hold_the_status_generated_from_the_committed_results(monkey
     block = status_markdown(status_rows(Path("recipes"), runs))
     for readme in ("README.md", "recipes/README.md"):
         assert block in (ROOT / readme).read_text(encoding="utf-8"), f"{readme}: regenerate its status block"
+
+
+def test_report_of_eval_results_shows_the_published_row_and_the_verdict(tmp_path):
+    import json
+
+    from textvae.cli import main
+    from textvae.config import load_recipe
+    from textvae.report import markdown_table
+
+    config = load_recipe(ROOT / "recipes" / "yahoo" / "lstm_vae.toml").to_dict()
+    result = {"kind": "vae", "iw_nll": 329.5, "kl": 0.05, "mi_batch": 0.02, "mi_batch_se": 0.03, "config": config}
+    table = markdown_table([("yahoo_vae", result)])
+    assert "| published | verdict |" in table and "IW-NLL 328.8, KL 0, MI(batch) 0 [V-text] | reproduced |" in table
+    assert "0.020 †" in table  # within two standard errors of 0
+    worse = markdown_table([("yahoo_vae", {**result, "iw_nll": 330.1})])
+    assert "| not reproduced |" in worse and "iw_nll 330.10 vs 328.80 ± 1" in worse
+    path = tmp_path / "eval_test.json"
+    path.write_text(json.dumps(result))
+    assert main(["report", str(path)]) == 0

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from textvae.reproduction import published_short, published_text
+
 # (key in the results dict, column header, format)
 COLUMNS = [
     ("elbo", "ELBO", "{:.2f}"),
@@ -29,9 +31,11 @@ def _cell(value, fmt: str) -> str:
 
 
 def markdown_table(rows: Sequence[tuple[str, Mapping]], columns=COLUMNS, name_header: str = "model") -> str:
-    """A Markdown table; a column appears when any row has it, a missing value is shown as —."""
+    """A Markdown table; a column appears when any row has it, a missing value is shown as —. An
+    evaluation result whose recipe (``config``) cites a published row gets it and the verdict."""
     used = [c for c in columns if any(c[0] in r for _, r in rows)]
-    header = [name_header, *(title for _, title, _ in used)]
+    verdicts = _eval_verdicts(rows)
+    header = [name_header, *(title for _, title, _ in used), *(["published", "verdict"] if verdicts else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     marked = False
     for name, result in rows:
@@ -41,9 +45,34 @@ def markdown_table(rows: Sequence[tuple[str, Mapping]], columns=COLUMNS, name_he
             if key.startswith("mi_") and _mi_noise(result, key):
                 cells[-1] += " †"
                 marked = True
+        if verdicts:
+            spec, verdict = verdicts.get(name, ({}, None))
+            cells += [published_short(spec), verdict.status if verdict else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     note = ["", "† MI within two Monte-Carlo standard errors of 0, or above the KL: estimator noise."]
-    return "\n".join(lines + (note if marked else []))
+    reasons = [
+        f"- {name}: **{v.status}**: {v.reason}. Published: {published_text(s)}." for name, (s, v) in verdicts.items()
+    ]
+    return "\n".join(lines + (note if marked else []) + (["", "Verdicts:", *reasons] if reasons else []))
+
+
+def _eval_verdicts(rows: Sequence[tuple[str, Mapping]]) -> dict:
+    """name → (published row, verdict) for the evaluation results whose recipe cites a published row."""
+    from textvae.config import ReferenceConfig
+    from textvae.errors import TextVAEError
+    from textvae.reproduction import reference_spec, verdict
+
+    lm_nll = next((r["nll"] for _, r in rows if r.get("kind") == "lm" and "nll" in r), None)
+    found = {}
+    for name, result in rows:
+        config = result.get("config") or {}
+        try:
+            spec = reference_spec(ReferenceConfig(**config.get("reference", {})), config)
+        except (TypeError, TextVAEError):  # a results file of an older format
+            continue
+        if spec:
+            found[name] = (spec, verdict(spec, result, lm_nll))
+    return found
 
 
 def _mi_noise(result: Mapping, key: str) -> bool:
