@@ -102,9 +102,9 @@ def test_the_gpu_plan_merges_batches_and_gives_the_same_numbers_on_the_cpu(monke
 _READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__float__", "__int__", "__index__")
 
 
-def _count_reads(monkeypatch) -> dict[str, int]:
+def _count_reads(monkeypatch, module=evaluate_module, batches: str = "iterate_batches") -> dict[str, int]:
     """Patch every Tensor method that reads a value back to the host; count the calls, except while
-    a batch is made on the host (``collate``, before the batch goes to the device)."""
+    a batch is made on the host (``module.batches``: ``collate``, before the batch goes to the device)."""
     counts = dict.fromkeys(_READS, 0)
     making_batch = []
     for name in _READS:
@@ -115,7 +115,7 @@ def _count_reads(monkeypatch) -> dict[str, int]:
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    iterate = evaluate_module.iterate_batches
+    iterate = getattr(module, batches)
 
     def host_batches(*args, **kwargs):
         batches = iterate(*args, **kwargs)
@@ -129,7 +129,7 @@ def _count_reads(monkeypatch) -> dict[str, int]:
                 return
             yield batch
 
-    monkeypatch.setattr(evaluate_module, "iterate_batches", host_batches)
+    monkeypatch.setattr(module, batches, host_batches)
     return counts
 
 
@@ -275,3 +275,22 @@ def test_a_run_started_before_eval_device_existed_still_resumes():
     older = json.loads(json.dumps(config))
     del older["eval"]["device"]  # a checkpoint's config from before the key
     assert without_runtime_keys(older) == without_runtime_keys(config)
+
+
+@pytest.mark.parametrize("name", ["TinyImageVAE", "TinyImageCodes"])
+def test_image_evaluation_reads_the_device_a_fixed_number_of_times_whatever_the_number_of_batches(monkeypatch, name):
+    import tests.test_image_framework as framework
+    from textvae.image import evaluate as image_evaluate
+    from textvae.image.config import ImageDataConfig, ImageEvalConfig
+    from textvae.image.data import load_image_split
+
+    split = load_image_split(ImageDataConfig(root=str(framework.MNIST), binarize=True), "valid")
+    torch.manual_seed(0)
+    model = getattr(framework, name)((1, 28, 28)).eval()
+    counts = _count_reads(monkeypatch, image_evaluate, "_batches")
+    settings = {"iw_samples": 5, "iw_chunk_size": 2, "batch_size": 4}
+    image_evaluate.evaluate_image(model, split, ImageEvalConfig(**settings, max_examples=8), progress_bar=False)
+    few = dict(counts)
+    counts.update(dict.fromkeys(counts, 0))
+    image_evaluate.evaluate_image(model, split, ImageEvalConfig(**settings, max_examples=24), progress_bar=False)
+    assert counts == few, (few, counts)
