@@ -5,13 +5,16 @@
 
 For the PTB paper model (``recipes/ptb/lstm_vae.toml``) at each ``--hidden`` size:
 
-- ``check``: ``--steps`` steps on PTB's shuffled length-bucketed batches, from the same seed, once
+- ``check``: ``--steps`` steps on PTB (half on batches of its 4 commonest lengths, so that most of
+  them replay a graph, then shuffled length-bucketed batches of all lengths), from the same seed, once
   with the sync-free step uncaptured and once graphed (``textvae.graph_cache.GraphedStep``), one
-  non-finite batch injected half-way (a nan in the encoder's output bias): the mean loss of each
+  non-finite batch injected a quarter of the way (a nan in the encoder's output bias): the mean loss of each
   quarter of the run (within ``--tolerance``, relative) and the skipped-step counts (1 each);
 - ``timing``: ms/step and target tokens/s on batches of one length (the most common batch shape)
   for today's host-synchronised toolkit step, the sync-free step uncaptured, the graphed toolkit
   step, the plain-PyTorch reference step (``benchmarks/reference_step.py``) and its graphed variant;
+- ``engine`` (first size only): ``textvae train`` for ``--engine-steps`` steps with train.cuda_graphs
+  false, then true: the same step counts, train-record losses close, the last window's tokens/s;
 
 then a few remedy rows (and the dilated CNN decoder and Adam) graphed for ``--remedy-steps`` steps
 each, to show they capture. Every row runs in its own try/except: a failure prints its exception in
@@ -124,13 +127,13 @@ def shuffled_batches(ctx: Context, split, vocab, count: int):
     return [b.to(ctx.device) for b in iterate_batches(split, indices, vocab.pad_id)]
 
 
-def one_shape_batches(ctx: Context, split, vocab, count: int):
-    """Full batches of the most common sentence length (one graph)."""
+def one_shape_batches(ctx: Context, split, vocab, count: int, shapes: int = 1):
+    """Full batches of the ``shapes`` most common sentence lengths (one graph each), in shuffled order."""
     indices = bucketed_batches(split.lengths, 32, shuffle=True, seed=0, epoch=0)
     indices = [b for b in indices if len(b) == 32 and len(set(split.lengths[b].tolist())) == 1]
     lengths = Counter(int(split.lengths[b[0]]) for b in indices)
-    common = lengths.most_common(1)[0][0]
-    chosen = [b for b in indices if int(split.lengths[b[0]]) == common][:count]
+    common = {length for length, _ in lengths.most_common(shapes)}
+    chosen = [b for b in indices if int(split.lengths[b[0]]) in common][:count]
     return [b.to(ctx.device) for b in iterate_batches(split, chosen, vocab.pad_id)]
 
 
@@ -157,7 +160,9 @@ def poison(model, on: bool, saved: dict) -> None:
 def run_check(ctx: Context, vocab, split, hidden: int) -> dict:
     """Uncaptured vs graphed sync-free steps: quarter means of the loss and the skipped counts."""
     steps = ctx.args.steps
-    batches = shuffled_batches(ctx, split, vocab, steps)
+    # the 4 commonest lengths (so that most steps are replays), then the shuffled batches of all lengths
+    batches = one_shape_batches(ctx, split, vocab, steps // 2, shapes=4)
+    batches += shuffled_batches(ctx, split, vocab, steps - len(batches))
     quarters = max(1, len(batches) // 4)
     results = {}
     for mode in ("eager", "graphed"):
@@ -167,7 +172,7 @@ def run_check(ctx: Context, vocab, split, hidden: int) -> dict:
         torch.manual_seed(1)
         means, saved, started = [], {}, time.perf_counter()
         for i, batch in enumerate(batches):
-            if i == len(batches) // 2:
+            if i == len(batches) // 4:  # among the common lengths: a replayed graph meets the nan
                 poison(model, True, saved)
             runner(batch)
             if saved:
