@@ -155,30 +155,30 @@ def test_corpus_codes_are_cached_and_reencoded_when_the_corpus_changes(run_dir, 
     assert corpus_codes(model, corpus, run_dir / "best.pt", cache)[1].shape == (1, 4) and len(calls) == 2
 
 
-def _generate_cli(run_dir, out, *extra, fault=None):
-    env = {**os.environ, "TEXTVAE_FAULT": fault} if fault else {**os.environ}
-    env.pop("TEXTVAE_FAULT", None) if not fault else None
+def _generate_args(run_dir, out, *extra):
     args = ["generate", run_dir, "--num", "11", "--batch-size", "3", "--out", out, "--no-progress", *extra]
-    cmd = [sys.executable, "-m", "textvae", *map(str, args)]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    return [str(a) for a in args]
 
 
-def test_generate_resumes_to_identical_output_after_a_kill(run_dir, tmp_path):
-    strategy = ["--strategy", "sample", "--top-p", "0.9", "--no-repeat-ngram", "2"]
+def test_generate_resumes_to_identical_output_after_a_kill(run_dir, tmp_path, capsys):
+    strategy = ["--strategy", "sample", "--top-p", "0.9", "--no-repeat-ngram", "2", "--max-len", "6"]
     whole, killed = tmp_path / "whole.jsonl", tmp_path / "killed.jsonl"
-    assert _generate_cli(run_dir, whole, *strategy, "--max-len", "6").returncode == 0
-    result = _generate_cli(run_dir, killed, *strategy, "--max-len", "6", fault="generate_batch:2")
+    assert cli.main(_generate_args(run_dir, whole, *strategy)) == 0
+    env = {**os.environ, "TEXTVAE_FAULT": "generate_batch:2"}
+    command = [sys.executable, "-m", "textvae", *_generate_args(run_dir, killed, *strategy)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     assert result.returncode == -9  # SIGKILL after the second batch
     assert len(killed.read_text().splitlines()) == 6
     with open(killed, "ab") as handle:  # and a kill halfway through writing the third batch
         handle.write(whole.read_bytes().splitlines(keepends=True)[6] + b'{"index": 7, "te')
-    assert _generate_cli(run_dir, killed, *strategy, "--max-len", "6").returncode == 0
+    assert cli.main(_generate_args(run_dir, killed, *strategy)) == 0
     assert killed.read_bytes() == whole.read_bytes()
     records = [json.loads(line) for line in whole.read_text().splitlines()]
     assert [r["index"] for r in records] == list(range(11))
-    other = _generate_cli(run_dir, killed, "--max-len", "7")
-    assert other.returncode == 2 and "written with other settings" in other.stderr
-    assert len(other.stderr.strip().splitlines()) == 1
+    capsys.readouterr()
+    assert cli.main(_generate_args(run_dir, killed, "--max-len", "7")) == 2
+    err = capsys.readouterr().err
+    assert "written with other settings" in err and len(err.strip().splitlines()) == 1
 
 
 def test_generated_records_score_their_text_under_their_z(run_dir, tmp_path):
