@@ -134,11 +134,17 @@ def _folds_clip_into_lr(optimizer: torch.optim.Optimizer) -> bool:
 @contextmanager
 def _sync_free_groups(optimizer: torch.optim.Optimizer, state: StepState):
     """For the block: every group uses its fused kernel with the device learning rate, and the
-    optimizer reads ``state.found_inf``; the groups' previous entries are restored after it."""
-    keys = ("lr", "fused", "foreach")
-    saved = [{key: group.get(key) for key in keys} for group in optimizer.param_groups]
+    optimizer reads ``state.found_inf``; the groups' previous entries are restored after it.
+
+    Inside a CUDA graph capture, groups that have the ``capturable`` flag (Adam) get it too: Adam
+    refuses to be captured without it (its fused kernel is the same either way)."""
+    keys = ("lr", "fused", "foreach", "capturable")
+    saved = [{key: group[key] for key in keys if key in group} for group in optimizer.param_groups]
+    capturing = state.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     for group, lr in zip(optimizer.param_groups, state.step_lr, strict=True):
         group.update(lr=lr, fused=True, foreach=False)
+        if capturing and "capturable" in group:
+            group["capturable"] = True
     optimizer.found_inf = state.found_inf
     try:
         yield
