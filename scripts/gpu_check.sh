@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The repository's GPU check: every GPU code path of textvae exercised and timed on one CUDA GPU, in about
-# four minutes on an H200 (PyTorch preinstalled, no network needed). Each part has its own time limit, writes
+# four and a half minutes at most on an H200 (PyTorch preinstalled, no network needed). Each part has its own time limit, writes
 # its JSON and log under OUT_DIR, and a failing part does not stop the others; the tables come last.
 #
 #   1. scripts/gpu_graph_check.py  the graphed training step vs the uncaptured one (200 steps, one injected
@@ -40,11 +40,11 @@ part() {  # part NAME SECONDS COMMAND...: run with a time limit, log to OUT/NAME
 
 for p in ${PARTS:-graph eval bench engine}; do
   case $p in
-    graph) part graph 100 "$py" scripts/gpu_graph_check.py --data "$ptb" --out "$out/graph.json" --budget-s 80 ;;
-    eval) part eval 110 "$py" scripts/gpu_eval_check.py --data-root "$ptb" --train-steps 300 --out "$out/eval.json" \
+    graph) part graph 70 "$py" scripts/gpu_graph_check.py --data "$ptb" --out "$out/graph.json" --budget-s 55 ;;
+    eval) part eval 70 "$py" scripts/gpu_eval_check.py --data-root "$ptb" --train-steps 300 --out "$out/eval.json" \
       --work "$out/eval_work" ;;
-    bench) part bench 120 bash scripts/gpu_bench.sh "$out/bench.json" "$ptb" ;;
-    engine) part engine 45 "$py" scripts/gpu_engine_check.py --device cuda --data "$data" ;;
+    bench) part bench 100 bash scripts/gpu_bench.sh "$out/bench.json" "$ptb" ;;
+    engine) part engine 40 "$py" scripts/gpu_engine_check.py --device cuda --data "$data" ;;
     *) echo "gpu_check: unknown part $p (graph, eval, bench, engine)" >&2; exit 2 ;;
   esac
 done

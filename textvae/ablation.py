@@ -168,7 +168,9 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
     loaded = load_checkpoint(run_dir / "best.pt")
     cfg = recipe.eval
     split = encode_split(recipe.data, cfg.split, loaded.vocab)
-    settings = EvalSettings(cfg.iw_samples, cfg.iw_chunk_size, cfg.batch_size, cfg.max_sentences, seed, False)
+    settings = EvalSettings(
+        cfg.iw_samples, cfg.iw_chunk_size, cfg.batch_size, cfg.max_sentences, seed, False, mi_samples=cfg.mi_samples
+    )
     device = resolve_device(cfg.device)  # eval.device: the GPU when there is one (auto), like training
     result = evaluate(loaded.model.to(device), split, loaded.vocab.pad_id, settings).metrics
     return {
