@@ -70,7 +70,7 @@ def _scores(classifier, sentences: list[str], outputs: list[str], target: str) -
 
     return {
         "transfer_acc": float((classifier.predict(outputs) == target).mean()),
-        "bleu": corpus_bleu(outputs, [sentences], tokenize="none").score,  # whitespace tokens, as textvae reads text
+        "bleu": corpus_bleu(outputs, [sentences], tokenize="none", force=True).score,  # whitespace tokens
         "examples": [{"source": s, "output": o} for s, o in zip(sentences[:3], outputs[:3], strict=True)],
     }
 
