@@ -154,3 +154,9 @@ def test_host_phases_then_graphed_standard_steps_equal_the_host_run(strategy, tm
         train(recipe(), tmp_path / "graphed")
     assert max(replays) > 0  # standard steps went through the graph cache after the host phase
     assert run_fingerprint(tmp_path / "graphed") == run_fingerprint(tmp_path / "host")
+
+
+def test_cuda_graphs_true_without_cuda_fails_before_any_data_is_read(tmp_path):
+    with pytest.raises(TextVAEError, match=r"train\.cuda_graphs = true: the device is cpu"):
+        train(text_recipe(tmp_path / "no such corpus", max_steps=2, cuda_graphs=True), tmp_path / "run")
+    assert not (tmp_path / "run" / "vocab.json").exists()

@@ -185,6 +185,8 @@ class TextFamily:
                 f"train.batch_size = {self.cfg.batch_size} is the global batch: it must be ≥ the "
                 f"{dist.world_size} processes"
             )
+        if self.cfg.cuda_graphs is True:  # asked for: what prevents it (no CUDA device, ...) fails here too
+            cuda_graphs_decision(True, dist.device, dist, self.strategy, dry_model)
 
     def load_data(self, resumed: dict | None) -> None:
         """The splits; the vocabulary comes from the training split (or from the checkpoint on resume)."""
