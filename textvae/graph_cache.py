@@ -7,7 +7,9 @@ sentences of one length (``bucketed_batches``), so the shapes are (batch size, l
 shape is stepped eagerly ``warmup_steps`` times (real steps, on a side stream, as the PyTorch notes
 on whole-network capture ask) before it is captured, so rare shapes (an epoch's last short batch)
 never cost a capture. At most ``max_graphs`` graphs are kept, the least recently used dropped
-first; all share one memory pool (``torch.cuda.graph_pool_handle``): a step's temporaries are dead
+first (PTB's training split makes 60 batch shapes an epoch at batch size 32, so the default 256
+leaves room for longer corpora; a graph kept costs host memory only, its device memory being the
+shared pool's); all share one memory pool (``torch.cuda.graph_pool_handle``): a step's temporaries are dead
 when it ends, and everything that lives from one step to the next (parameters, gradients,
 optimizer state, the step's device counters) is allocated outside the graphs.
 
@@ -84,7 +86,7 @@ class GraphedStep:
     """
 
     def __init__(
-        self, step: SyncFreeStep, *, max_graphs: int = 64, warmup_steps: int = 2, capture: Capture | None = None
+        self, step: SyncFreeStep, *, max_graphs: int = 256, warmup_steps: int = 2, capture: Capture | None = None
     ):
         self.step = step
         self.max_graphs, self.warmup_steps = max_graphs, warmup_steps
