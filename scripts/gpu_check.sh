@@ -40,10 +40,10 @@ part() {  # part NAME SECONDS COMMAND...: run with a time limit, log to OUT/NAME
 
 for p in ${PARTS:-graph eval bench engine}; do
   case $p in
-    graph) part graph 70 "$py" scripts/gpu_graph_check.py --data "$ptb" --out "$out/graph.json" --budget-s 55 ;;
-    eval) part eval 70 "$py" scripts/gpu_eval_check.py --data-root "$ptb" --train-steps 300 --out "$out/eval.json" \
+    graph) part graph 90 "$py" scripts/gpu_graph_check.py --data "$ptb" --out "$out/graph.json" --budget-s 70 ;;
+    eval) part eval 90 "$py" scripts/gpu_eval_check.py --data-root "$ptb" --train-steps 300 --out "$out/eval.json" \
       --work "$out/eval_work" ;;
-    bench) part bench 100 bash scripts/gpu_bench.sh "$out/bench.json" "$ptb" ;;
+    bench) part bench 75 bash scripts/gpu_bench.sh "$out/bench.json" "$ptb" ;;
     engine) part engine 40 "$py" scripts/gpu_engine_check.py --device cuda --data "$data" ;;
     *) echo "gpu_check: unknown part $p (graph, eval, bench, engine)" >&2; exit 2 ;;
   esac
