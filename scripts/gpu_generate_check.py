@@ -100,7 +100,18 @@ def resume_row(model, root: Path) -> dict:
     lines = cut.read_bytes().splitlines(keepends=True)  # rewrite its header for num = 200, as a killed run has
     cut.write_bytes(b"".join(line.replace(b'"num": 96', b'"num": 200') for line in lines) + b'{"index": 96, "te')
     generate_jsonl(model, cut, settings, num=200, batch_size=32, progress=False)
-    return {"ok": cut.read_bytes() == whole.read_bytes(), "lines": len(whole.read_bytes().splitlines())}
+    got, want = cut.read_bytes().splitlines(), whole.read_bytes().splitlines()
+    row = {"ok": got == want, "lines": len(want), "resumed_lines": len(got)}
+    differing = [i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b]
+    if differing:  # what differs says why: the texts (sampling) or only the last digits of a number
+        first = differing[0]
+        row |= {
+            "differing_lines": len(differing),
+            "first": first,
+            "resumed": got[first][:300].decode(),
+            "whole": want[first][:300].decode(),
+        }
+    return row
 
 
 def speed_row(model, root: Path) -> dict:
