@@ -253,6 +253,8 @@ def test_bench_command_writes_every_figure(tmp_path, capsys, restore_threads):
     table = capsys.readouterr().out
     assert "| figure | value | baseline | ratio | target |" in table
     assert table.count("\n| ") >= 18  # header, rule and one row per figure
+    eval_path = results["details"]["iw"]["eval_path"]  # textvae eval's own path, measured at tiny sizes too
+    assert eval_path and all(f"| textvae eval, K = {k}: FLOP/s" in table for k in eval_path)
 
 
 def test_bench_without_the_benchmarks_folder_is_a_one_line_error(tmp_path, monkeypatch, capsys):

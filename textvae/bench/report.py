@@ -87,7 +87,25 @@ def _iw_rows(results: dict) -> list[str]:
             results["iw_nll_peak_fraction"],
             f"≥ {TARGETS['iw']}",
         ),
+        *_eval_path_rows(iw.get("eval_path") or {}),
     ]
+
+
+def _eval_path_rows(eval_path: dict) -> list[str]:
+    """``textvae eval``'s own path (``bench.iw_nll.eval_path``), where it was measured (CUDA, tests)."""
+    rows = []
+    for k, run in eval_path.items():
+        memory = f", peak GPU memory {run['peak_memory_mb']:,.0f} MB" if run.get("peak_memory_mb") else ""
+        rows.append(
+            ratio_row(
+                f"textvae eval, K = {k}: FLOP/s ({run['sentences_per_s']:,.1f} sentences/s{memory})",
+                gflops(run["gflops"]),
+                "matmul peak",
+                run["peak_fraction"],
+                f"≥ {TARGETS['iw']}",
+            )
+        )
+    return rows
 
 
 def _decoder_rows(decoders: dict, width: int, peak: float) -> list[str]:
