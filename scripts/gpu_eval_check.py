@@ -52,7 +52,6 @@ from textvae.evaluate import (  # noqa: E402
     decoder_log_likelihood,
     draw_importance_samples,
     select_sentences,
-    to_device,
 )
 
 log = logging.getLogger("gpu_eval_check")
@@ -120,7 +119,7 @@ def same_draws(model, split, pad_id: int, args, device: torch.device) -> dict:
             with matmul_precision("fp32", device):
                 device_px = decoder_log_likelihood(
                     device_model,
-                    to_device(batch, device),
+                    batch.to_device(device),
                     draws.z.to(device),
                     samples,
                     "fp32",

@@ -255,3 +255,21 @@ def _alive(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(
+    ("events", "epochs"),
+    [
+        ([("train", 0), ("train", 0), ("valid", 1)], 1),  # stopped at the end of epoch 1: its validation says 1
+        ([("train", 0), ("valid", 1), ("train", 1), ("stopped", None), ("valid", 1)], 2),  # capped inside epoch 2
+    ],
+)
+def test_a_rows_budget_counts_the_epochs_it_started(tmp_path, events, epochs):
+    from types import SimpleNamespace
+
+    from textvae.ablation import _budget
+
+    lines = [{"event": e, **({"epoch": n} if n is not None else {})} for e, n in events]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    variant = SimpleNamespace(recipe=SimpleNamespace(train=SimpleNamespace(device="cpu")))
+    assert _budget(variant, tmp_path)["train_epochs"] == epochs

@@ -124,3 +124,20 @@ def test_image_validation_records_carry_the_active_units(tmp_path):
     valid = [r for r in records if r["event"] == "valid"]
     assert valid and all(0 <= r["au"] <= 50 for r in valid)
     assert valid[-1]["au"] > 0  # after 10 Adam steps from its random init, the encoder's means vary
+
+
+def test_a_tensorboard_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
+    """What train.tensorboard writes at once (RUN/tensorboard/) is a leftover like config.json: a fresh
+    start of the same recipe removes it instead of refusing the directory."""
+    import json
+
+    from tests.test_engine import PTB, text_recipe
+    from textvae.engine.run_dir import prepare_run_dir
+
+    recipe = text_recipe(PTB, tensorboard=True)
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "tensorboard" / "events.out.tfevents.1").write_bytes(b"partial")
+    (run / "config.json").write_text(json.dumps(recipe.to_dict()), encoding="utf-8")
+    prepare_run_dir(run, recipe, resume=False)
+    assert list(run.iterdir()) == []

@@ -209,13 +209,13 @@ def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
 def _run_and_save(variant: Variant, seed: int, run_dir: Path, threads: int | None) -> dict[str, Any]:
     try:
         row = run_variant(variant, seed, run_dir, threads)
+        row.update(_budget(variant, run_dir))
     except TextVAEError as err:
         row = {"variant": variant.name, "seed": seed, "error": str(err)}
     except Exception as err:  # a bug or a crash in one variant must not lose the others
         log.error("variant %s seed %d failed:\n%s", variant.name, seed, traceback.format_exc())
         row = {"variant": variant.name, "seed": seed, "error": f"{type(err).__name__}: {err}"}
     if "error" not in row:
-        row.update(_budget(variant, run_dir))
         atomic_write_text(run_dir / "result.json", json.dumps(row, indent=2))
     return row
 
@@ -229,7 +229,9 @@ def _budget(variant: Variant, run_dir: Path) -> dict[str, Any]:
     from textvae.plots import read_metrics
 
     records = read_metrics(run_dir / "metrics.jsonl")
-    epochs = [r["epoch"] for r in records if "epoch" in r]
+    # train records carry the epoch they were in (0-based); the validation at an epoch's end already
+    # carries the next one, so it counts only for a run that logged no train record
+    epochs = [r["epoch"] for r in records if r.get("event") == "train"] or [r["epoch"] for r in records if "epoch" in r]
     wanted = getattr(variant.recipe.train, "device", "auto")
     cuda = wanted != "cpu" and torch.cuda.is_available()
     return {

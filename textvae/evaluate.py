@@ -126,14 +126,6 @@ def _add_per_word_perplexity(result: dict, num_words: int) -> None:
         result["ppl_elbo_word"] = metrics.perplexity(-result["elbo"] * n, num_words)
 
 
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    """The batch on ``device``; to a GPU from pinned memory without waiting (no host synchronisation)."""
-    if device.type != "cuda":
-        return batch.to(device)
-    tensors = (batch.tokens, batch.lengths, batch.indices)
-    return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in tensors))
-
-
 def _device_index(indices: np.ndarray, device: torch.device) -> torch.Tensor:
     """Host indices as an int64 tensor on ``device``, copied without waiting for the device."""
     index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
@@ -145,7 +137,7 @@ def _evaluate_lm(model, split, batches, pad_id, device, bar) -> EvalResult:
     total_tokens = torch.zeros((), dtype=torch.long, device=device)
     num_sentences = 0
     for batch in iterate_batches(split, batches, pad_id):
-        out = model(to_device(batch, device))
+        out = model(batch.to_device(device))
         total_nll += out.rec.sum().double()
         total_tokens += out.num_tokens.sum()
         num_sentences += len(batch)
@@ -347,7 +339,7 @@ def _evaluate_vae(model, split, batches, chosen, pad_id, settings, device, bar) 
     plan = (pass_rows(model, device, int(split.lengths[chosen].max())), logit_chunk_rows(model, device))
     pending: list[_Pending] = []
     for indices, host_batch in zip(batches, iterate_batches(split, batches, pad_id), strict=True):
-        batch = to_device(host_batch, device)
+        batch = host_batch.to_device(device)
         inference = model.infer(batch)  # the encoder runs once per sentence
         terms = elbo_terms(model(batch, generator=generator, inference=inference))
         posterior = inference.posterior  # with a flow: the Gaussian it starts from (AU and MI use it)
@@ -413,7 +405,7 @@ def precision_check(model, split: EncodedSplit, indices: np.ndarray, pad_id: int
     """IW-NLL of the sentences ``indices`` (one batch) at fp32 and at ``settings.matmul_precision``,
     with the same draws of z: how far the reduced precision moves each sentence's IW-NLL (nats)."""
     device = module_device(model)
-    batch = to_device(next(iterate_batches(split, [indices], pad_id)), device)
+    batch = next(iterate_batches(split, [indices], pad_id)).to_device(device)
     values = {}
     for precision in ("fp32", settings.matmul_precision):
         generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -461,7 +453,7 @@ def validation_sums(
     tokens, sentences = torch.zeros((), dtype=torch.long, device=device), 0
     vectors: dict[str, torch.Tensor] = {}
     for batch in iterate_batches(split, batches, pad_id):
-        out = model(to_device(batch, device), generator=generator)
+        out = model(batch.to_device(device), generator=generator)
         terms = elbo_terms(out)
         totals["rec"] += terms.rec.sum().double()
         totals["kl"] += terms.kl.sum().double()

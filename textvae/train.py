@@ -253,9 +253,7 @@ class TextFamily:
         collated = iterate_batches(self.train_split, rank_batches, self.vocab.pad_id, start=start)
         for indices, batch in zip(batches[start:], collated, strict=True):
             loss_scale = self.dist.world_size * len(batch) / len(indices)
-            device = self.dist.device
-            moved = batch.to_cuda_async(device) if device.type == "cuda" else batch.to(device)
-            yield TextBatch(moved, batch.num_target_tokens, loss_scale, len(batches))
+            yield TextBatch(batch.to_device(self.dist.device), batch.num_target_tokens, loss_scale, len(batches))
 
     def new_window(self) -> TrainWindow | GraphWindow:
         return GraphWindow(self.graph_stepper) if getattr(self, "graph_stepper", None) else TrainWindow()

@@ -41,10 +41,12 @@ class Batch:
     def to(self, device: torch.device | str) -> Batch:
         return Batch(self.tokens.to(device), self.lengths.to(device), self.indices.to(device))
 
-    def to_cuda_async(self, device: torch.device) -> Batch:
-        """The batch on a CUDA ``device`` through pinned host memory: the copy is queued behind the
-        step before it instead of making the host wait for that step (a graphed step's host work
-        then overlaps the device's)."""
+    def to_device(self, device: torch.device) -> Batch:
+        """The batch on ``device``; to a GPU through pinned host memory without waiting: the copy is
+        queued behind the work before it instead of making the host wait for that work (a graphed
+        step's or an evaluation batch's host work then overlaps the device's)."""
+        if device.type != "cuda":
+            return self.to(device)
         tensors = (self.tokens, self.lengths, self.indices)
         return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in tensors))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from textvae.errors import TextVAEError
 
 log = logging.getLogger(__name__)
 
-_WRITTEN_BEFORE_FIRST_CHECKPOINT = ("config.json", "vocab.json", "metrics.jsonl")
+# what a run writes before its first checkpoint (tensorboard/: the event files of train.tensorboard)
+_WRITTEN_BEFORE_FIRST_CHECKPOINT = ("config.json", "vocab.json", "metrics.jsonl", "tensorboard")
 
 # train settings that change how a run executes, not what it computes: --resume may change them
 RUNTIME_KEYS = ("progress_bar", "threads", "max_nonfinite_in_a_row", "device", "cuda_graphs", "max_minutes")
@@ -51,7 +53,10 @@ def prepare_run_dir(run_dir: Path, recipe, resume: bool, delete_leftovers: bool 
     if leftovers and delete_leftovers:
         log.warning("%s: starting over (a previous attempt stopped before its first checkpoint)", run_dir)
         for path in leftovers:
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def read_resumable(run_dir: Path, recipe, check_family) -> dict[str, Any]:
