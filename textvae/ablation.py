@@ -406,7 +406,7 @@ def _mi_cell(line: dict[str, Any], key: str, digits: int) -> str:
 def results_markdown(summary: list[dict[str, Any]]) -> str:
     """The table: mean (± std over seeds) of each metric, then the published row and the verdict
     when a variant cites one; below it the verdicts' reasons and the published rows in full."""
-    from textvae.reproduction import published_short, published_text
+    from textvae.reproduction import MI_NOISE_NOTE, published_short, published_text
 
     used = [c for c in _MD_COLUMNS if any(c[0] in line for line in summary)]
     cited = any(line.get("paper") for line in summary)
@@ -423,7 +423,7 @@ def results_markdown(summary: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     notes = []
     if any("†" in row for row in lines[2:]):
-        notes.append("† MI within two standard errors of 0, or above the KL (I(x; z) ≤ KL): estimator noise.")
+        notes.append(MI_NOISE_NOTE)
     reasons = [
         f"- {line['variant']}: **{line['verdict']['status']}**: {line['verdict']['reason']}. "
         f"Published: {published_text(line['paper'])}."

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from textvae.reproduction import published_short, published_text
+from textvae.reproduction import MI_NOISE_NOTE, published_short, published_text
 
 # (key in the results dict, column header, format)
 COLUMNS = [
@@ -49,7 +49,7 @@ def markdown_table(rows: Sequence[tuple[str, Mapping]], columns=COLUMNS, name_he
             spec, verdict = verdicts.get(name, ({}, None))
             cells += [published_short(spec), verdict.status if verdict else "—"]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ["", "† MI within two Monte-Carlo standard errors of 0, or above the KL: estimator noise."]
+    note = ["", MI_NOISE_NOTE]
     reasons = [
         f"- {name}: **{v.status}**: {v.reason}. Published: {published_text(s)}." for name, (s, v) in verdicts.items()
     ]

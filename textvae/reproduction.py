@@ -263,6 +263,10 @@ def summary_verdicts(lines: Sequence[dict[str, Any]]) -> None:
             line["verdict"] = result.to_dict()
 
 
+# the footnote of every table that marks an MI cell with ``mi_is_noise``
+MI_NOISE_NOTE = "† MI within two standard errors of 0, or above the KL (I(x; z) ≤ KL): estimator noise."
+
+
 def mi_is_noise(mi: float, se: float | None, kl: float | None) -> bool:
     """An MI estimate to read as noise: within two standard errors of 0, or above the KL (I(x; z)
     never exceeds the average KL, He et al. 2019 Eq. 5)."""
