@@ -27,8 +27,9 @@ import torch
 from textvae import distributed, registry
 from textvae.checkpoint import save_checkpoint
 from textvae.config import Recipe
-from textvae.data.batching import Batch, bucketed_batches, collate, iterate_batches
+from textvae.data.batching import Batch, bucketed_batches, collate
 from textvae.data.corpus import build_vocab, encode_split, load_text
+from textvae.data.token_table import TokenTable, epoch_batches
 from textvae.data.vocab import BOS, EOS, PAD, Vocab
 from textvae.engine import Engine, StepOutcome
 from textvae.engine.run_dir import RUNTIME_KEYS, has_checkpoint, prepare_run_dir, without_runtime_keys
@@ -197,6 +198,7 @@ class TextFamily:
         self.vocab = Vocab.from_json(resumed["vocab"]) if resumed else build_vocab(data, train_text)
         self.train_split = encode_split(data, "train", self.vocab, train_text)
         self.valid_split = encode_split(data, "valid", self.vocab, valid_text)
+        self.train_table = TokenTable.from_split(self.train_split)  # an epoch's batches are cut from it at once
         valid_indices = select_sentences(self.valid_split, self.cfg.max_valid_sentences, self.cfg.seed)
         self.rank_valid_indices = valid_indices[dist.rank :: dist.world_size]  # this process's share
         log.info(
@@ -240,7 +242,7 @@ class TextFamily:
             self.train_split.lengths,
             cfg.batch_size,
             shuffle=True,
-            seed=cfg.seed,
+            seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
             epoch=epoch,
             pool_batches=cfg.bucket_pool_batches,
         )

@@ -57,6 +57,7 @@ class Sizes:
     process_model: tuple[int, int, int, int] = (256, 256, 32, 32)  # E, H, D, B: the PTB paper rows' model
     image_batches: tuple[int, ...] = (20, 1000)  # the Burda et al. 2015 batch, and a large one
     image_steps: int = 20  # steps per round, image rows
+    engine_loop_steps: int = 700  # no-op steps of the engine loop on the quickstart corpus (778 batches an epoch)
 
 
 FULL = Sizes()
@@ -74,6 +75,7 @@ QUICK = replace(
     graph_steps=4,
     process_seconds=1.0,
     image_steps=8,
+    engine_loop_steps=300,
 )
 TINY = Sizes(  # for tests: every code path in seconds
     embed_dim=8,
@@ -102,6 +104,7 @@ TINY = Sizes(  # for tests: every code path in seconds
     process_model=(8, 12, 4, 4),
     image_batches=(3, 7),
     image_steps=2,
+    engine_loop_steps=20,
 )
 SIZES = {"full": FULL, "quick": QUICK, "tiny": TINY}
 

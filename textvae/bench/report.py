@@ -257,6 +257,12 @@ def footer(results: dict) -> str:
             if "collate_ms_per_batch" in results
             else ""
         )
+        + (
+            f"the engine's host time per step (a no-op step, quickstart corpus) "
+            f"{results['engine_host_ms_per_step']:.3f} ms (target ≤ 0.1); "
+            if "engine_host_ms_per_step" in results
+            else ""
+        )
         + f"{details['seconds']:.0f} s in all."
     )
 

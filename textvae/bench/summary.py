@@ -25,6 +25,7 @@ def _training(training: dict, peak: float) -> dict:
         "train_adam_tokens_per_s_reference": adam["reference_tokens_per_s"],
         "train_adam_reference_ratio": adam["tokens_per_s"] / adam["reference_tokens_per_s"],
         "collate_ms_per_batch": training["collate_ms_per_batch"],
+        "engine_host_ms_per_step": training["engine_loop"]["ms_per_step"],
     }
 
 

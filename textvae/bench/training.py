@@ -17,6 +17,7 @@ from textvae.train import TrainWindow
 
 from .clock import Clock
 from .corpus import Corpus, train_batches
+from .engine_loop import bench_engine_loop
 from .flops import train_flops
 from .models import ADAM_LR, Sizes, optimizer_for, seeded_model, vae_spec
 
@@ -103,4 +104,5 @@ def bench_training(clock: Clock, corpus: Corpus, sizes: Sizes, reference) -> dic
         lambda: list(iterate_batches(corpus.train, [b.indices.cpu().numpy() for b in batches], corpus.vocab.pad_id))
     )
     results["collate_ms_per_batch"] = 1e3 * collate_seconds / len(batches)
+    results["engine_loop"] = bench_engine_loop(sizes.engine_loop_steps, rounds=min(sizes.rounds, 3))
     return results
