@@ -95,6 +95,9 @@ class TrainConfig:
     """The training loop. SGD defaults follow He et al. 2019 (lr 1.0, clip 5, halve on plateau)."""
 
     seed: int = 0
+    # the seed of the batch order alone (shuffled buckets, each epoch); None = ``seed``. Seed replicates
+    # that share it see the same batches (and may train as one fused model, ``textvae ablate --fuse``)
+    data_seed: int | None = None
     batch_size: int = 32
     # shuffled batches of similar lengths: sentences sorted by length within pools of this many
     # batches; None = one pool, the whole split (least padding, He et al. 2019)
@@ -134,7 +137,8 @@ class TrainConfig:
         counts += ("max_nonfinite_in_a_row", "bucket_pool_batches")
         rules = {
             **dict.fromkeys(counts, _AT_LEAST_ONE),
-            **dict.fromkeys(("seed", "momentum", "weight_decay", "lr_decay_patience", "max_lr_decays"), _NON_NEGATIVE),
+            **dict.fromkeys(("seed", "data_seed", "momentum", "weight_decay"), _NON_NEGATIVE),
+            **dict.fromkeys(("lr_decay_patience", "max_lr_decays"), _NON_NEGATIVE),
             **dict.fromkeys(("lr", "grad_clip", "max_minutes"), _POSITIVE),
             "lr_decay_factor": (lambda v: 0 < v < 1, "in (0, 1)"),  # ReduceLROnPlateau needs a factor < 1
         }

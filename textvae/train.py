@@ -251,11 +251,16 @@ class TextFamily:
         return len(batches), self._batches_from(batches, start)
 
     def _batches_from(self, batches: list, start: int) -> Iterator[TextBatch]:
+        """The epoch's remaining batches, all cut before its first step (``textvae.data.token_table``):
+        a step then costs the host a list lookup and the copy to the device, not a collation."""
+        world, device = self.dist.world_size, self.dist.device
         rank_batches = [distributed.rank_slice(self.dist, b) for b in batches]
-        collated = iterate_batches(self.train_split, rank_batches, self.vocab.pad_id, start=start)
-        for indices, batch in zip(batches[start:], collated, strict=True):
-            loss_scale = self.dist.world_size * len(batch) / len(indices)
-            yield TextBatch(batch.to_device(self.dist.device), batch.num_target_tokens, loss_scale, len(batches))
+        cut = epoch_batches(self.train_table, rank_batches, self.vocab.pad_id, start=start)
+        tokens = [int(batch.lengths.sum()) - len(batch) for batch in cut]  # target tokens: lengths − 1 each
+        on_host = device.type == "cpu"
+        for indices, batch, num_tokens in zip(batches[start:], cut, tokens, strict=True):
+            loss_scale = world * len(batch) / len(indices) if world > 1 else 1.0
+            yield TextBatch(batch if on_host else batch.to_device(device), num_tokens, loss_scale, len(batches))
 
     def new_window(self) -> TrainWindow | GraphWindow:
         return GraphWindow(self.graph_stepper) if getattr(self, "graph_stepper", None) else TrainWindow()

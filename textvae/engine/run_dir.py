@@ -74,6 +74,8 @@ def without_runtime_keys(config: dict) -> dict:
     config = json.loads(json.dumps(config))
     for key in RUNTIME_KEYS:
         config.get("train", {}).pop(key, None)
+    if config.get("train", {}).get("data_seed", 0) is None:  # None (follows seed) = absent (runs before the key)
+        config["train"].pop("data_seed")
     config.get("eval", {}).pop("device", None)  # where a run is evaluated (runs before it was a key lack it)
     for key in ("source", "description"):  # where the recipe came from and its prose
         config.pop(key, None)

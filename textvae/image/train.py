@@ -213,11 +213,12 @@ class ImageFamily:
 
     def epoch(self, epoch: int, start: int) -> tuple[int, Iterator[torch.Tensor]]:
         """A seeded permutation cut into batches; batch b's pixels drawn from its own generator."""
-        batches = epoch_order(len(self.train_split), self.cfg.batch_size, self.cfg.seed, epoch)
+        seed = self.cfg.seed if self.cfg.data_seed is None else self.cfg.data_seed  # train.data_seed: the data's own
+        batches = epoch_order(len(self.train_split), self.cfg.batch_size, seed, epoch)
 
         def images() -> Iterator[torch.Tensor]:
             for index in range(start, len(batches)):
-                pixels = batch_generator(self.cfg.seed, epoch, index)
+                pixels = batch_generator(seed, epoch, index)
                 yield self.train_split.images(batches[index], pixels).to(self.device)  # (B, C, H, W)
 
         return len(batches), images()
