@@ -21,12 +21,19 @@ from torch import Tensor, nn
 _INT32_SPAN = 2**32
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], keep: float, device: torch.device | str | None = None) -> Tensor:
-    """A bool tensor of ``shape`` whose elements are True independently with probability ``keep``."""
+def keep_mask(
+    shape: torch.Size | tuple[int, ...],
+    keep: float,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """A bool tensor of ``shape`` whose elements are True independently with probability ``keep``;
+    drawn from ``generator`` (default: the global one)."""
     numel = 1
     for size in shape:
         numel *= size
-    words = torch.empty((numel + 1) // 2, dtype=torch.int64, device=device).random_(-(2**63), None)  # 64 bits each
+    words = torch.empty((numel + 1) // 2, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None, generator=generator)  # 64 bits each
     draws = words.view(torch.int32)[:numel].view(shape)  # uniform over the 2³² int32 values
     # P(u < threshold) = (threshold + 2³¹) / 2³² = keep, rounded to a multiple of 2⁻³²
     threshold = min(round(keep * _INT32_SPAN), _INT32_SPAN - 1) - 2**31
