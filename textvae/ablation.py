@@ -169,10 +169,6 @@ def run_variant(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
 
 
 def _train_and_evaluate(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
-    from textvae.checkpoint import load_checkpoint
-    from textvae.data.corpus import encode_split
-    from textvae.eval_device import resolve_device
-    from textvae.evaluate import EvalSettings, evaluate
     from textvae.train import has_checkpoint, train
 
     recipe = _with_seed(variant.recipe, seed)
@@ -181,6 +177,16 @@ def _train_and_evaluate(variant: Variant, seed: int, run_dir: Path) -> dict[str,
     started = time.perf_counter()
     summary = train(recipe, run_dir, resume=has_checkpoint(run_dir))
     train_seconds = time.perf_counter() - started
+    return _evaluate_text_row(variant, recipe, seed, run_dir, summary.progress.step, train_seconds)
+
+
+def _evaluate_text_row(variant: Variant, recipe: Recipe, seed: int, run_dir: Path, steps: int, train_seconds: float):
+    """A trained text row's result: its ``best.pt`` evaluated with the recipe's ``[eval]`` settings."""
+    from textvae.checkpoint import load_checkpoint
+    from textvae.data.corpus import encode_split
+    from textvae.eval_device import resolve_device
+    from textvae.evaluate import EvalSettings, evaluate
+
     loaded = load_checkpoint(run_dir / "best.pt")
     cfg = recipe.eval
     split = encode_split(recipe.data, cfg.split, loaded.vocab)
@@ -198,7 +204,7 @@ def _train_and_evaluate(variant: Variant, seed: int, run_dir: Path) -> dict[str,
             if k in result
         },
         "split": cfg.split,
-        "train_steps": summary.progress.step,
+        "train_steps": steps,
         "train_seconds": train_seconds,
         "eval_seconds": result["eval_seconds"],
         "eval_device": result["device"],
@@ -222,10 +228,30 @@ def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def _finish_row(variant: Variant, run_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """A trained and evaluated row with its budget and machine, written to its ``result.json``."""
+    fingerprint = machine_fingerprint()
+    row = row | {key: fingerprint[key] for key in ("cpu", "cpu_capability", "threads")} | _budget(variant, run_dir)
+    atomic_write_text(run_dir / "result.json", json.dumps(row, indent=2))
+    return row
+
+
+def _run_fused_group(items: list[tuple[Variant, int, Path]]) -> list[dict[str, Any]]:
+    """A group of rows trained as one fused model (``textvae.fused_ablation``); each row's result."""
+    from textvae.fused_ablation import run_group
+
+    def alone(item):
+        return _run_and_save(*item)
+
+    threads = row_threads(items[0][0].recipe)
+    return run_group(items, _with_seed, _evaluate_text_row, _finish_row, alone, threads)
+
+
 def _run_and_save(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
     try:
         row = run_variant(variant, seed, run_dir)
         row.update(_budget(variant, run_dir))
+        row["fused"] = False  # trained by itself (textvae ablate --fuse: the size of its fused group)
     except TextVAEError as err:
         row = {"variant": variant.name, "seed": seed, "error": str(err)}
     except Exception as err:  # a bug or a crash in one variant must not lose the others
@@ -265,21 +291,19 @@ def run_ablation(
     seeds: list[int] | None = None,
     overrides: list[str] = (),
     only: list[str] | None = None,
+    fuse: str = "off",
 ) -> list[dict[str, Any]]:
     """Run every (variant, seed) not finished yet, ``jobs`` at a time; returns all rows.
 
-    ``only`` restricts the run to the variants with these names."""
-    variants, file_seeds = load_ablation(path, list(overrides))
-    if only:
-        unknown = sorted(set(only) - {v.name for v in variants})
-        if unknown:
-            names = ", ".join(v.name for v in variants)
-            raise TextVAEError(f"{path}: no variant named {unknown[0]!r}; variants: {names}")
-        variants = [v for v in variants if v.name in only]
-    seeds = seeds or file_seeds
+    ``only`` restricts the run to the variants with these names. ``fuse`` ("on", "off", "auto"):
+    rows that share their model's shapes and batches train as one fused model (``textvae.fused_ablation``)."""
+    from textvae.fused_ablation import fuse_wanted, plan_fusion
+
+    variants, seeds = _selected(path, overrides, only, seeds)
     out_dir = Path(out_dir)
     if jobs < 1:
         raise TextVAEError(f"--jobs must be ≥ 1, got {jobs}")
+    fusing = fuse_wanted(fuse)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
         out_dir / "ablation.json",
@@ -306,6 +330,16 @@ def run_ablation(
             else:
                 todo.append((variant, seed, run_dir))
     order = [(v.name, s) for v in variants for s in seeds]
+    groups = []
+    if fusing:
+        plan = plan_fusion(todo, _with_seed)
+        groups = plan.groups
+        in_groups = {(v.name, s) for group in groups for v, s, _ in group}
+        todo = [item for item in todo if (item[0].name, item[1]) not in in_groups]
+        for group in groups:
+            log.info("fused group of %d rows: %s", len(group), ", ".join(f"{v.name} (seed {s})" for v, s, _ in group))
+        for (variant, seed, _), reason in plan.alone:
+            log.info("%s seed %d trains alone: %s", variant.name, seed, reason)
 
     def record(row: dict) -> None:
         rows[(row["variant"], row["seed"])] = row
@@ -323,6 +357,9 @@ def run_ablation(
         write_results(out_dir, [rows[key] for key in order if key in rows], variants)
 
     if jobs == 1:
+        for group in groups:
+            for row in _run_fused_group(group):
+                record(row)
         for variant, seed, run_dir in todo:
             log.info("== %s (seed %d) → %s", variant.name, seed, run_dir)
             record(_run_and_save(variant, seed, run_dir))
@@ -330,9 +367,10 @@ def run_ablation(
         # the variants with a non-standard strategy (aggressive training) cost the most: start them first
         todo.sort(key=lambda item: getattr(item[0].recipe, "strategy", {}).get("type", "standard") == "standard")
         # on a GPU the rows share it through the MPS daemon (started here if none runs, stopped after)
-        cuda = cuda_wanted(getattr(v.recipe.train, "device", "auto") for v, _, _ in todo)
+        everything = todo + [item for group in groups for item in group]
+        cuda = cuda_wanted(getattr(v.recipe.train, "device", "auto") for v, _, _ in everything)
         with (
-            MPSDaemon(cuda=cuda, jobs=min(jobs, len(todo))),
+            MPSDaemon(cuda=cuda, jobs=min(jobs, len(todo) + len(groups))),
             ProcessPoolExecutor(
                 max_workers=jobs,
                 mp_context=get_context("spawn"),
@@ -340,9 +378,12 @@ def run_ablation(
                 initargs=(os.getpid(),),
             ) as pool,
         ):
-            futures = [pool.submit(_run_and_save, v, s, d) for v, s, d in todo]
+            futures = [pool.submit(_run_fused_group, group) for group in groups]  # a list of rows each
+            futures += [pool.submit(_run_and_save, v, s, d) for v, s, d in todo]
             for future in as_completed(futures):
-                record(future.result())
+                result = future.result()
+                for row in result if isinstance(result, list) else [result]:
+                    record(row)
     final = [rows[key] for key in order if key in rows]
     write_results(out_dir, final, variants)
     return final
@@ -354,6 +395,32 @@ def _machine_text(row: dict) -> str:
         return row["device"]
     threads = row["threads"]
     return f"cpu ({row['cpu']}, {threads} thread{'s' if threads != 1 else ''})"
+
+
+def _selected(path, overrides, only, seeds) -> tuple[list[Variant], list[int]]:
+    """The ablation's variants (``only`` these names, if given) and seeds (``seeds``, else the file's)."""
+    variants, file_seeds = load_ablation(path, list(overrides))
+    if only:
+        unknown = sorted(set(only) - {v.name for v in variants})
+        if unknown:
+            names = ", ".join(v.name for v in variants)
+            raise TextVAEError(f"{path}: no variant named {unknown[0]!r}; variants: {names}")
+        variants = [v for v in variants if v.name in only]
+    return variants, seeds or file_seeds
+
+
+def fusion_plan(path, out_dir, seeds=None, overrides=(), only=None) -> str:
+    """``textvae ablate --fuse-plan``: the fused groups of the rows not finished yet, nothing trained."""
+    from textvae.fused_ablation import plan_fusion, plan_text
+
+    variants, seeds = _selected(path, overrides, only, seeds)
+    todo = [
+        (variant, seed, Path(out_dir) / variant.slug / f"seed{seed}")
+        for variant in variants
+        for seed in seeds
+        if not (Path(out_dir) / variant.slug / f"seed{seed}" / "result.json").is_file()
+    ]
+    return plan_text(plan_fusion(todo, _with_seed), _with_seed)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -382,6 +449,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         line["device"] = ", ".join(sorted({_machine_text(r) for r in group if r.get("device")})) or None
         line["date"] = max((r["date"] for r in group if r.get("date")), default=None)
         line["stopped_on_time"] = any(r.get("stopped_on_time") for r in group)
+        line["fused"] = max((r.get("fused") or 0 for r in group), default=0) or False  # its largest group
         if failed:
             line["error"] = failed[0]["error"]
         summary.append(line)
@@ -447,6 +515,12 @@ def results_markdown(summary: list[dict[str, Any]]) -> str:
     notes = []
     if any("†" in row for row in lines[2:]):
         notes.append(MI_NOISE_NOTE)
+    fused = [f"{line['variant']} ({line['fused']})" for line in summary if line.get("fused")]
+    if fused:
+        notes.append(
+            "Fused (textvae ablate --fuse; the group's size): " + ", ".join(fused) + ". Each trained in one fused"
+            " model with its group, from the weights, batches and noise it has alone; its train s is the group's."
+        )
     reasons = [
         f"- {line['variant']}: **{line['verdict']['status']}**: {line['verdict']['reason']}. "
         f"Published: {published_text(line['paper'])}."

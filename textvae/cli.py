@@ -168,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--seeds", type=_seed_list, default=None, help="N (seeds 0..N-1) or a list like 0,3,7")
     ablate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ablate.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this variant")
+    ablate.add_argument(
+        "--fuse",
+        choices=["on", "off", "auto"],
+        default="auto",
+        help="train rows of one shape and batch stream as one fused model (auto: off until measured faster)",
+    )
+    ablate.add_argument(
+        "--fuse-plan", action="store_true", help="print the fused groups and their memory, train nothing"
+    )
 
     report = commands.add_parser("report", help="re-render an ablation directory, or tabulate eval results")
     report.add_argument("results", type=Path, nargs="*", help="an ablation directory, or eval JSON files")
@@ -446,10 +455,19 @@ def _cmd_interpolate(args) -> None:
 
 
 def _cmd_ablate(args) -> None:
-    from textvae.ablation import results_markdown, run_ablation, summarize
+    from textvae.ablation import fusion_plan, results_markdown, run_ablation, summarize
 
+    if args.fuse_plan:
+        sys.stdout.write(fusion_plan(args.ablation, args.out, args.seeds, args.overrides, args.only) + "\n")
+        return
     rows = run_ablation(
-        args.ablation, args.out, jobs=args.jobs, seeds=args.seeds, overrides=args.overrides, only=args.only
+        args.ablation,
+        args.out,
+        jobs=args.jobs,
+        seeds=args.seeds,
+        overrides=args.overrides,
+        only=args.only,
+        fuse=args.fuse,
     )
     sys.stdout.write(results_markdown(summarize(rows)) + "\n")
     sys.stdout.write(f"results: {args.out}/results.md, results.csv, results.json and *.png\n")

@@ -41,7 +41,7 @@ def fused_train_step(
     dtype = model.output.weight.dtype
     keep = [row.keep_prob for row in model.remedies]
     drawn = noise.draw(batch.decoder_inputs, model.latent_dim, model.dims, model.dropout, keep, model.protected, dtype)
-    out = model(batch, drawn)
+    out = model(batch, drawn, active)
     objective.set_step(steps, steps_per_epoch)
     loss = objective.loss(out.rec, out.kl_per_dim, out.bow)  # (R,)
     optimizer.zero_grad()

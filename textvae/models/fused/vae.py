@@ -64,8 +64,9 @@ _BN = {
 
 
 def fusion_key(model_spec: dict, remedies: list[dict] | tuple = ()) -> str:
-    """What rows must share to fuse, as a string (equal strings fuse); a model that cannot fuse
-    raises a one-line ``TextVAEError`` naming why. A BoW row's hidden size is part of the key."""
+    """What rows must share to fuse, read from a recipe's tables (equal strings may fuse); a model or
+    remedy that cannot fuse raises a one-line ``TextVAEError`` naming why. Remedies are per row,
+    except a bag-of-words head's size, which ``FusedVAE.from_models`` checks."""
     if model_spec.get("type") != "vae":
         raise TextVAEError(f"model type {model_spec.get('type')!r} does not fuse (only the LSTM VAE does)")
     encoder, decoder = model_spec.get("encoder", {}), model_spec.get("decoder", {})
@@ -73,13 +74,13 @@ def fusion_key(model_spec: dict, remedies: list[dict] | tuple = ()) -> str:
         raise TextVAEError("only an LSTM encoder and an LSTM decoder fuse")
     if encoder.get("num_layers", 1) != 1 or encoder.get("bidirectional", False) or decoder.get("num_layers", 1) != 1:
         raise TextVAEError("only one-layer, one-direction LSTMs fuse")
-    bow_sizes = [r.get("hidden_dim", 256) for r in remedies if r.get("type") == "bow_loss"]
-    fusible = {"kl_annealing", "beta", "free_bits", "word_dropout", "bow_loss", "bn_vae"}
     for remedy in remedies:
-        if remedy.get("type") not in fusible:
+        if remedy.get("type") not in FUSIBLE_REMEDY_TYPES:
             raise TextVAEError(f"remedy {remedy.get('type')!r} does not fuse")
-    shape = {k: v for k, v in model_spec.items()}
-    return json.dumps({"model": shape, "bow_hidden": sorted(set(bow_sizes))}, sort_keys=True)
+    return json.dumps(model_spec, sort_keys=True)
+
+
+FUSIBLE_REMEDY_TYPES = ("kl_annealing", "beta", "free_bits", "word_dropout", "bow_loss", "bn_vae")
 
 
 @dataclass
@@ -194,15 +195,16 @@ class FusedVAE(nn.Module):
         fused = self.state_dict()
         return {unfused: fused[name][row].clone() for name, unfused in self.names[row].items()}
 
-    def forward(self, batch: Batch, noise: StepNoise | None) -> FusedOutput:
-        """Every row on the same ``batch``; ``noise`` None = evaluation (no dropout, z = the mean)."""
+    def forward(self, batch: Batch, noise: StepNoise | None, active: Tensor | None = None) -> FusedOutput:
+        """Every row on the same ``batch``; ``noise`` None = evaluation (no dropout, z = the mean).
+        ``active`` (R,) bool: rows whose BN-VAE statistics move (a finished row's stay frozen)."""
         rows, (batch_size, _) = self.rows, batch.tokens.shape
         tokens = batch.tokens.expand(rows, -1, -1)  # (R, B, T)
         states = self.enc_lstm(self.enc_embedding(tokens))  # (R, B, T, H)
         summary = states[:, torch.arange(batch_size, device=tokens.device), batch.lengths - 1]  # (R, B, H)
         mean, logvar = self.enc_to_params(summary).chunk(2, dim=-1)  # (R, B, D) each
         if self.has_bn:
-            mean = self._batch_norm(mean)
+            mean = self._batch_norm(mean, active)
         kl_per_dim = 0.5 * (mean**2 + logvar.exp() - logvar - 1.0)  # (R, B, D)
         z = mean if noise is None else mean + noise.eps * torch.exp(0.5 * logvar)  # (R, B, D)
         inputs = batch.decoder_inputs.expand(rows, -1, -1)  # (R, B, T-1)
@@ -231,7 +233,7 @@ class FusedVAE(nn.Module):
             bow = -(log_probs.gather(2, targets) * mask).sum(-1)  # (R, B)
         return FusedOutput(rec, kl_per_dim, mean, logvar, bow)
 
-    def _batch_norm(self, mean: Tensor) -> Tensor:
+    def _batch_norm(self, mean: Tensor, active: Tensor | None) -> Tensor:
         """BN-VAE on the rows that have it (``nn.BatchNorm1d``, affine off, then γ and the shift)."""
         gamma, momentum, eps = (setting.to(mean.dtype).view(-1, 1) for setting in self.bn_settings)  # (R, 1) each
         if self.training:
@@ -239,11 +241,12 @@ class FusedVAE(nn.Module):
             batch_var = mean.var(1, unbiased=False)  # (R, D)
             with torch.no_grad():
                 count = mean.shape[1]
-                momentum = torch.where(self.bn_on.view(-1, 1), momentum, 0.0)  # (R, 1)
+                moving = self.bn_on if active is None else self.bn_on & active  # (R,)
                 unbiased = batch_var * (count / max(count - 1, 1))
-                self.bn_running_mean.mul_(1 - momentum).add_(momentum * batch_mean)
-                self.bn_running_var.mul_(1 - momentum).add_(momentum * unbiased)
-                self.bn_batches_tracked.add_(self.bn_on.long())
+                for stat, value in ((self.bn_running_mean, batch_mean), (self.bn_running_var, unbiased)):
+                    moved = stat * (1 - momentum) + momentum * value  # nn.BatchNorm1d's running average
+                    stat.copy_(torch.where(moving.view(-1, 1), moved, stat))
+                self.bn_batches_tracked.add_(moving.long())
         else:
             batch_mean, batch_var = self.bn_running_mean, self.bn_running_var
         normalized = (mean - batch_mean.unsqueeze(1)) / torch.sqrt(batch_var.unsqueeze(1) + eps.unsqueeze(1))

@@ -1,0 +1,336 @@
+"""A fused group: R text rows trained in lockstep as one ``FusedVAE``, each row still a full engine run.
+
+Each row keeps its own ``Engine`` (``FusedRowEngine``), run directory, metrics log, validation,
+learning-rate decay on its own plateau (reloading its own best weights), early stop, ``max_steps``,
+checkpoints and resume, exactly as an unfused run: the rows' engines run in threads, and their
+steppers meet at a ``Lockstep``, which runs one fused step for all rows still training once each has
+handed in the same batch. A finished row leaves; its slice of the fused model is frozen (no update,
+no optimizer state change) until the group ends.
+
+Weights live in the fused model while training. A row's unfused model and torch optimizer are
+brought up to date from it (``pull``) before its validation and its checkpoints, which are therefore
+the unfused format: ``textvae eval``, ``report``, resume and the tables read them as they are. After a
+learning-rate decay reloads a row's best weights, they go back into the fused model (``push``). A
+row's checkpoint stores its own generator's state as the torch RNG state, so a killed fused run
+resumes fused, and a checkpoint of either kind resumes as the other (same batch position required to
+join a group: ``fusible_positions``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from textvae import distributed
+from textvae.config import Recipe
+from textvae.engine import Engine, StepOutcome
+from textvae.engine.machine import machine_fingerprint
+from textvae.engine.state import TrainSummary
+from textvae.errors import TextVAEError
+from textvae.models.fused.noise import RowNoise
+from textvae.models.fused.optimizer import FusedOptimizer
+from textvae.models.fused.remedies import RowObjective
+from textvae.models.fused.step import fused_train_step
+from textvae.models.fused.vae import FusedVAE
+from textvae.train import TextBatch, TextFamily
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RowTerms:
+    """A row's honest terms of one fused step, as ``TrainWindow`` reads them."""
+
+    rec: torch.Tensor  # (B,)
+    kl: torch.Tensor  # (B,)
+
+
+class FusedRowFamily(TextFamily):
+    """A row's text family whose step is its seat at the group's ``Lockstep``; data shared with row 0."""
+
+    def __init__(self, recipe: Recipe, context: distributed.Context, row: int, group: FusedGroup):
+        super().__init__(recipe, context)
+        self.row, self.group = row, group
+
+    def load_data(self, resumed: dict | None) -> None:
+        shared = self.group.families[0] if self.row else None
+        if shared is None:
+            super().load_data(resumed)
+            return
+        from textvae.evaluate import select_sentences
+
+        self.vocab, self.train_split, self.valid_split = shared.vocab, shared.train_split, shared.valid_split
+        self.train_table = shared.train_table
+        self.rank_valid_indices = select_sentences(self.valid_split, self.cfg.max_valid_sentences, self.cfg.seed)
+
+    def build(self, resumed: dict | None) -> torch.nn.Module:
+        model = super().build(resumed)  # seed_everything(seed), then the weights: the unfused row's
+        self.generator_state = device_rng_state(self.dist.device)  # what the unfused run draws its noise from
+        return model
+
+    def stepper(self, optimizer: torch.optim.Optimizer, forward: torch.nn.Module) -> _RowSeat:
+        self.graph_stepper = None
+        return _RowSeat(self.group, self.row)
+
+    def validate(self, step: int) -> tuple[dict, str]:
+        self.group.lockstep.pull(self.row, optimizer=False)
+        return super().validate(step)
+
+
+class FusedRowEngine(Engine):
+    """One row's engine: its checkpoints carry its generator and the fused weights and optimizer state."""
+
+    def __init__(self, family: FusedRowFamily, recipe: Recipe, run_dir: Path, resume: bool):
+        super().__init__(family, recipe, run_dir, resume, distributed.SINGLE_PROCESS)
+        self.row = family.row
+
+    def restore(self, payload: dict) -> None:
+        super().restore(payload)
+        saved = payload["rng"][0] if isinstance(payload["rng"], list) else payload["rng"]
+        key = "cuda" if self.dist.device.type == "cuda" else "torch"
+        self.family.generator_state = saved[key]  # the row's noise stream continues where it was saved
+
+    def checkpoint(self, name: str) -> None:
+        lockstep = self.family.group.lockstep
+        lockstep.pull(self.row, optimizer=True)
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        rng["cuda" if self.dist.device.type == "cuda" else "torch"] = lockstep.noise.generators[self.row].get_state()
+        self.family.save_checkpoint(
+            self.run_dir / name,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            rng=rng,
+            progress=asdict(self.progress),
+            metrics_offset=self.metrics_log.offset,
+            machine=machine_fingerprint(),
+            fused_group=lockstep.size,
+        )
+
+    def end_of_epoch(self, valid: dict) -> bool:
+        decays = self.progress.lr_decays
+        stop = super().end_of_epoch(valid)
+        if self.progress.lr_decays > decays and self.cfg.reload_best_on_decay:
+            self.family.group.lockstep.push(self.row)  # the best weights it reloaded
+        return stop
+
+
+class _RowSeat:
+    """A row's stepper: hands its batch to the lockstep and waits for the fused step's outcome."""
+
+    def __init__(self, group: FusedGroup, row: int):
+        self.group, self.row = group, row  # the group's lockstep exists once every row is built
+
+    def step(self, batch: TextBatch, step: int) -> StepOutcome:
+        return self.group.lockstep.submit(self.row, batch, step)
+
+
+class Lockstep:
+    """Where the rows' steppers meet: the last row to hand in its batch runs the fused step."""
+
+    def __init__(self, engines: list[FusedRowEngine]):
+        self.engines = engines
+        self.size = len(engines)
+        models = [engine.model for engine in engines]
+        self.model = FusedVAE.from_models(models)
+        cfgs = [engine.cfg for engine in engines]
+        self.optimizer = FusedOptimizer(
+            list(self.model.parameters()),
+            cfgs[0].optimizer,
+            [engine.optimizer.param_groups[0]["lr"] for engine in engines],
+            [cfg.grad_clip for cfg in cfgs],
+            [cfg.weight_decay for cfg in cfgs],
+        )
+        self.objective = RowObjective(self.model.remedies, engines[0].dist.device)
+        self.noise = RowNoise([engine.family.generator_state for engine in engines], engines[0].dist.device)
+        self.param_index = {name: i for i, (name, _) in enumerate(self.model.named_parameters())}
+        for row in range(self.size):
+            self._load_optimizer_state(row)
+        self.lr = [engine.optimizer.param_groups[0]["lr"] for engine in engines]
+        self.active = set(range(self.size))
+        self.pending: dict[int, tuple[TextBatch, int]] = {}
+        self.outcomes: dict[int, StepOutcome] = {}
+        self.generation = 0
+        self.error: BaseException | None = None
+        self.condition = threading.Condition()
+
+    # --- the step
+    def submit(self, row: int, batch: TextBatch, step: int) -> StepOutcome:
+        with self.condition:
+            self._raise_if_failed()
+            self.pending[row] = (batch, step)
+            generation = self.generation
+            self._step_if_ready()
+            while self.generation == generation and self.error is None:
+                self.condition.wait()
+            self._raise_if_failed()
+            return self.outcomes.pop(row)
+
+    def leave(self, row: int) -> None:
+        """Row ``row`` stopped training: the others no longer wait for it; its slice stays frozen."""
+        with self.condition:
+            self.active.discard(row)
+            self.pending.pop(row, None)
+            with contextlib.suppress(BaseException):  # kept in self.error: the waiting rows raise it
+                self._step_if_ready()
+            self.condition.notify_all()
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise TextVAEError(f"another row of the fused group failed: {self.error}")
+
+    def _step_if_ready(self) -> None:
+        if not self.pending or set(self.pending) != self.active:
+            return
+        try:
+            self.outcomes = self._fused_step()
+        except BaseException as err:
+            self.error = err
+            raise
+        finally:
+            self.pending = {}
+            self.generation += 1
+            self.condition.notify_all()
+
+    def _fused_step(self) -> dict[int, StepOutcome]:
+        rows = sorted(self.pending)
+        first = self.pending[rows[0]][0]
+        on_host = first.batch.indices.device.type == "cpu"  # on a GPU the host-side counts only: no sync
+        for row in rows[1:]:
+            batch = self.pending[row][0]
+            same = batch.num_tokens == first.num_tokens and len(batch.batch) == len(first.batch)
+            if not same or (on_host and not torch.equal(batch.batch.indices, first.batch.indices)):
+                raise TextVAEError("the rows of a fused group reached different batches (their data order differs)")
+        for row in rows:  # each row's learning rate, as its own scheduler set it
+            lr = self.engines[row].optimizer.param_groups[0]["lr"]
+            if lr != self.lr[row]:
+                self.lr[row] = lr
+                self.optimizer.lr[row] = lr
+        steps = [self.pending[r][1] if r in self.pending else 0 for r in range(self.size)]
+        active = torch.tensor([r in self.pending for r in range(self.size)], device=self.optimizer.lr.device)
+        result = fused_train_step(
+            self.model, self.optimizer, self.objective, self.noise, first.batch, steps, first.steps_per_epoch, active
+        )
+        updated = result.updated.tolist()
+        out = result.out
+        return {
+            row: StepOutcome(updated[row], RowTerms(out.rec[row], out.kl[row]), len(first.batch), first.num_tokens)
+            for row in rows
+        }
+
+    # --- the rows' unfused copies
+    def pull(self, row: int, optimizer: bool) -> None:
+        """The fused weights (and optimizer state) of ``row`` into its unfused model (and optimizer)."""
+        engine = self.engines[row]
+        with torch.no_grad():
+            engine.model.load_state_dict(self.model.row_state_dict(row))
+        if not optimizer or self.optimizer.kind != "adam":
+            return
+        steps = int(self.optimizer.steps[row])
+        if steps == 0:
+            return
+        params = dict(engine.model.named_parameters())
+        state = engine.optimizer.state
+        for fused_name, name in self.model.names[row].items():
+            if name not in params:
+                continue
+            index = self.param_index[fused_name]
+            param = params[name]
+            state[param] = {
+                "step": torch.tensor(float(steps), dtype=torch.float32, device=param.device),
+                "exp_avg": self.optimizer.exp_avg[index][row].clone(),
+                "exp_avg_sq": self.optimizer.exp_avg_sq[index][row].clone(),
+            }
+
+    def push(self, row: int) -> None:
+        """``row``'s unfused weights (e.g. its reloaded best) into the fused model."""
+        fused = dict(self.model.named_parameters()) | dict(self.model.named_buffers())
+        state = self.engines[row].model.state_dict()
+        with torch.no_grad():
+            for fused_name, name in self.model.names[row].items():
+                fused[fused_name][row].copy_(state[name])
+
+    def _load_optimizer_state(self, row: int) -> None:
+        """A resumed row's Adam state (its torch optimizer's, as restored) into the fused optimizer."""
+        engine = self.engines[row]
+        if self.optimizer.kind != "adam" or not engine.optimizer.state:
+            return
+        params = dict(engine.model.named_parameters())
+        steps = None
+        for fused_name, name in self.model.names[row].items():
+            saved = engine.optimizer.state.get(params.get(name))
+            if not saved:
+                continue
+            index = self.param_index[fused_name]
+            self.optimizer.exp_avg[index][row].copy_(saved["exp_avg"])
+            self.optimizer.exp_avg_sq[index][row].copy_(saved["exp_avg_sq"])
+            steps = int(saved["step"])
+        if steps is not None:
+            self.optimizer.steps[row] = steps
+
+
+class FusedGroup:
+    """R text recipes trained together into their run directories; ``run`` returns their summaries."""
+
+    def __init__(self, recipes: list[Recipe], run_dirs: list[Path], resume: list[bool]):
+        check_group(recipes)
+        self.families: list[FusedRowFamily] = []
+        self.engines: list[FusedRowEngine] = []
+        for row, (recipe, run_dir, resumed) in enumerate(zip(recipes, run_dirs, resume, strict=True)):
+            family = FusedRowFamily(recipe, distributed.SINGLE_PROCESS, row, self)
+            self.families.append(family)
+            self.engines.append(FusedRowEngine(family, recipe, Path(run_dir), resumed))
+
+    def run(self) -> list[TrainSummary | BaseException]:
+        """Train every row; a row's result is its summary, or the error that ended it."""
+        for engine in self.engines:  # one at a time: each row's weights come from the global RNG
+            engine.prepare()
+            engine.build()
+            engine.restore_or_start()
+        positions = {(e.progress.epoch, e.progress.batch_in_epoch) for e in self.engines if not e.progress.finished}
+        if len(positions) > 1:
+            raise TextVAEError(f"the rows stand at different batches {sorted(positions)}: they cannot resume fused")
+        self.lockstep = Lockstep(self.engines)
+        results: list[TrainSummary | BaseException | None] = [None] * len(self.engines)
+        threads = [threading.Thread(target=self._run_row, args=(row, results)) for row in range(len(self.engines))]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        log.info("fused group of %d rows: %.0f s", len(self.engines), time.perf_counter() - started)
+        return results
+
+    def _run_row(self, row: int, results: list) -> None:
+        engine = self.engines[row]
+        try:
+            engine.started = time.perf_counter()
+            engine.run_epochs()
+            results[row] = engine.finish(engine.started)  # the others wait: the fused slice is still
+            self.lockstep.leave(row)
+        except BaseException as err:  # reported as the row's error; the other rows go on
+            log.error("fused row %s failed: %s", engine.run_dir, err)
+            results[row] = err  # an error of the fused step itself reaches every row (Lockstep.error)
+            self.lockstep.leave(row)
+
+
+def device_rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the generator a run on ``device`` draws its dropout and z noise from."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def check_group(recipes: list[Recipe]) -> None:
+    """What must hold for recipes to train fused (``fusion_key`` is the cheap check before)."""
+    if len(recipes) < 2:
+        raise TextVAEError("a fused group needs at least two rows")
+    for recipe in recipes:
+        if recipe.strategy.get("type", "standard") != "standard":
+            raise TextVAEError(f"strategy {recipe.strategy['type']!r} does not fuse (only the standard step does)")
+        if recipe.train.momentum != 0:
+            raise TextVAEError("SGD with momentum does not fuse (the fused SGD has no momentum buffer)")
