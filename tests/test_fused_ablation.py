@@ -114,7 +114,7 @@ def test_fuse_plan_prints_the_groups_and_trains_nothing(ablation_file, tmp_path,
 
 
 def test_fused_rows_equal_their_unfused_runs_and_keep_the_unfused_layout(ablation_file, tmp_path, capsys):
-    fused = run_ablation(ablation_file, tmp_path / "fused", fuse="on")
+    fused = run_ablation(ablation_file, tmp_path / "fused", fuse="on", jobs=2)  # the group in one worker
     alone = run_ablation(ablation_file, tmp_path / "alone", fuse="off")
     assert [row.get("fused") for row in fused] == [4, 4, 4, 4, False]
     assert [row.get("fused") for row in alone] == [False] * 5
@@ -179,12 +179,7 @@ def _records(run_dir: Path) -> list[dict]:
 
 
 def test_a_killed_fused_ablation_resumes_every_row(ablation_file, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != ENV_VAR} | {ENV_VAR: "after_step:13"}
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    command = [sys.executable, "-m", "textvae", "ablate", str(ablation_file), "--out", str(tmp_path / "killed")]
-    command += ["--fuse", "on", "--only", "VAE", "--only", "+word dropout"]
-    killed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    _killed_ablation(ablation_file, tmp_path / "killed", ["VAE", "+word dropout"], "on")
     assert not (tmp_path / "killed" / "vae" / "seed0" / "result.json").exists()
     assert read_checkpoint(tmp_path / "killed" / "vae" / "seed0" / "last.pt")["progress"]["step"] == 10
     resumed = run_ablation(ablation_file, tmp_path / "killed", fuse="on", only=["VAE", "+word dropout"])
@@ -196,6 +191,35 @@ def test_a_killed_fused_ablation_resumes_every_row(ablation_file, tmp_path):
     for slug in ("vae", "word_dropout"):
         last = [read_checkpoint(tmp_path / d / slug / "seed0" / "last.pt")["model"] for d in ("killed", "straight")]
         assert all(torch.equal(last[0][k], last[1][k]) for k in last[0])
+
+
+def _killed_ablation(ablation_file: Path, out: Path, only: list[str], fuse: str) -> None:
+    """``textvae ablate`` killed by SIGKILL right after step 13 (checkpoints at step 10)."""
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR} | {ENV_VAR: "after_step:13"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    command = [sys.executable, "-m", "textvae", "ablate", str(ablation_file), "--out", str(out), "--fuse", fuse]
+    command += [arg for name in only for arg in ("--only", name)]
+    killed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+
+
+def test_rows_begun_alone_resume_into_a_group_only_from_the_same_batch(ablation_file, tmp_path):
+    """Two rows killed while training alone (both at step 10) resume as one fused group and end as
+    their uninterrupted unfused runs do; a row killed alone beside a fresh one (step 10 against 0)
+    cannot join it: both train alone."""
+    two = ["VAE", "+free bits"]
+    for name in two:  # one at a time, each killed at its own step 13
+        _killed_ablation(ablation_file, tmp_path / "both", [name], "off")
+    resumed = run_ablation(ablation_file, tmp_path / "both", fuse="on", only=two)
+    straight = run_ablation(ablation_file, tmp_path / "straight", fuse="off", only=two)
+    assert [row["fused"] for row in resumed] == [2, 2]
+    for a, b in zip(resumed, straight, strict=True):
+        assert_same_numbers(a, b)
+    _killed_ablation(ablation_file, tmp_path / "one", ["VAE"], "off")
+    mixed = run_ablation(ablation_file, tmp_path / "one", fuse="on", only=two)
+    assert [row["fused"] for row in mixed] == [False, False]
+    for a, b in zip(mixed, straight, strict=True):
+        assert_same_numbers(a, b)
 
 
 @pytest.mark.slow
