@@ -18,6 +18,8 @@ check stand.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -29,11 +31,11 @@ from textvae.models import build_model
 from textvae.models.fused.noise import RowNoise
 from textvae.models.fused.optimizer import FusedOptimizer
 from textvae.models.fused.remedies import RowObjective, RowRemedies
-from textvae.models.fused.step import fused_train_step
+from textvae.models.fused.step import RowPhases, fused_train_step
 from textvae.models.fused.vae import FusedVAE
 from textvae.objective import elbo_terms
 from textvae.remedies.base import training_objective
-from textvae.strategies import StandardStrategy, StepContext
+from textvae.strategies import PretrainThenReset, StandardStrategy, StepContext
 
 WORDS = ("a", "b", "c", "d", "e", "f", "g")  # V = 11 with the 4 specials
 SPEC = {
@@ -66,7 +68,14 @@ ROWS = {  # name: (seed, remedies)
     "free_bits_mask": (7, [{"type": "free_bits", "threshold": 0.02, "mode": "dimension_mask"}]),
     "bow": (8, [{"type": "bow_loss", "hidden_dim": 9, "weight": 0.7}]),
     "bn_vae": (9, [{"type": "bn_vae", "gamma": 0.6, "eps": 1e-6}]),
+    # pretrain + reset (Li et al. 2019): PRETRAIN_STEPS autoencoder steps, then the decoder redrawn
+    "pretrain_reset": (10, [{"type": "free_bits", "threshold": 0.05}]),
 }
+PRETRAIN_STEPS = 4
+
+
+def strategy_of(name: str):
+    return PretrainThenReset(PRETRAIN_STEPS) if name == "pretrain_reset" else StandardStrategy()
 
 
 @pytest.fixture
@@ -166,9 +175,11 @@ def test_the_noise_is_the_unfused_runs_draw_for_draw(vocab):
 
 
 def train_both(vocab, names, optimizer: str, lr: float, clip, dtype, steps: int = 10, weight_decay: float = 0.0):
-    """10 steps of the unfused rows (the engine's optimizer and StandardStrategy) and of the fused model."""
+    """10 steps of the unfused rows (the engine's optimizer and each row's strategy) and of the fused model."""
     models, states = unfused_rows(vocab, names, dtype)
     fused = FusedVAE.from_models(models)
+    fused_strategies = [strategy_of(name) for name in names]
+    phases = RowPhases(fused_strategies, [copy.deepcopy(model) for model in models])  # its own copies to redraw
     cfg = type("Cfg", (), {"optimizer": optimizer, "lr": lr, "momentum": 0.0, "weight_decay": weight_decay})
     optimizers = [make_optimizer(model, cfg) for model in models]
     rows = len(names)
@@ -178,16 +189,20 @@ def train_both(vocab, names, optimizer: str, lr: float, clip, dtype, steps: int 
     objective = RowObjective(fused.remedies, torch.device("cpu"))
     noise = RowNoise(states, torch.device("cpu"))
     data = batches(steps)
-    strategy = StandardStrategy()
+    strategies = [strategy_of(name) for name in names]
     for step, batch in enumerate(data):
         for row, model in enumerate(models):
             torch.set_rng_state(states[row])
             context = StepContext(model, optimizers[row], clip, step, 4, lambda: None)
-            _, updated = strategy.train_step(context, batch)
+            _, updated = strategies[row].train_step(context, batch)
             assert updated
             states[row] = torch.get_rng_state()
-        result = fused_train_step(fused, fused_optimizer, objective, noise, batch, [step] * len(names), 4)
+        steps_now = [step] * len(names)
+        result = fused_train_step(fused, fused_optimizer, objective, noise, batch, steps_now, 4, phases=phases)
         assert result.updated.all()
+    assert [getattr(s, "reset_done", None) for s in fused_strategies] == [
+        getattr(s, "reset_done", None) for s in strategies
+    ]
     return models, fused, fused_optimizer
 
 
@@ -207,7 +222,7 @@ def test_ten_steps_equal_the_unfused_rows_in_float64(vocab, optimizer, lr, clip,
     assert_rows_equal(models, fused, ALL, 1e-10, 1e-10)
 
 
-FLOAT32_ROWS = ["vae", "anneal_wd", "cyclical_beta", "free_bits_total", "bow"]
+FLOAT32_ROWS = ["vae", "anneal_wd", "cyclical_beta", "free_bits_total", "bow", "pretrain_reset"]
 
 
 @pytest.mark.parametrize("optimizer,lr,clip", [("sgd", 1.0, 0.5), ("adam", 1e-2, 5.0)])
@@ -240,7 +255,11 @@ def test_a_non_finite_row_is_skipped_and_leaves_the_others_exact(vocab, monkeypa
         for step, batch in enumerate(batches(4)):
             if step == poison_at:  # row 1's KL weight is nan at this step: its loss is not finite
                 monkeypatch.setattr(fused.remedies[1], "kl_weight", lambda *_: float("nan"))
-            before = (fused.row_state_dict(1), [m[1].clone() for m in optimizer.exp_avg], optimizer.steps.clone())
+            before = (
+                fused.row_state_dict(1),
+                [m[1].clone() for m in optimizer.exp_avg],
+                [t.clone() for t in optimizer.steps],
+            )
             result = fused_train_step(fused, optimizer, objective, noise, batch, [step] * 4, 4)
             if step == poison_at:
                 monkeypatch.undo()
@@ -248,7 +267,8 @@ def test_a_non_finite_row_is_skipped_and_leaves_the_others_exact(vocab, monkeypa
                 after = fused.row_state_dict(1)
                 assert all(torch.equal(after[k], v) for k, v in before[0].items() if "running" not in k)
                 assert all(torch.equal(m[1], b) for m, b in zip(optimizer.exp_avg, before[1], strict=True))
-                assert torch.equal(optimizer.steps, before[2] + torch.tensor([1, 0, 1, 1]))
+                for steps, steps_before in zip(optimizer.steps, before[2], strict=True):
+                    assert torch.equal(steps, steps_before + torch.tensor([1, 0, 1, 1]))
             snapshots.append({n: p.detach().clone() for n, p in fused.named_parameters()})
         return snapshots
 

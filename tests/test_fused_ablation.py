@@ -41,13 +41,19 @@ VARIANTS = [
     {"name": "+annealing", "remedies": [{"type": "kl_annealing", "schedule": "linear", "warmup": 10}]},
     {"name": "+word dropout", "remedies": [{"type": "word_dropout", "keep_prob": 0.5}]},
     {"name": "+free bits", "remedies": [{"type": "free_bits", "threshold": 0.1}]},
+    {
+        "name": "pretrain + reset",
+        "remedies": [{"type": "free_bits", "threshold": 0.1}],
+        "strategy": {"type": "pretrain_reset", "pretrain_steps": 8},
+    },
     {"name": "LM", "recipe": "lm.toml"},
 ]
 
 
 @pytest.fixture
 def ablation_file(tmp_path) -> Path:
-    """Four fusible rows and an LM over a tiny model (B=4, E=8, H=8, D=4), 24 Adam steps, 15 batches an epoch."""
+    """Five fusible rows (one pretrain + reset) and an LM over a tiny model (B=4, E=8, H=8, D=4), 24 Adam
+    steps, 15 batches an epoch."""
     corpus = write_corpus(tmp_path / "corpus")
     edits = {
         "train.max_steps": 24,
@@ -74,6 +80,9 @@ def _variants_toml() -> str:
         for remedy in variant.get("remedies", []):
             parts.append("[[variants.remedies]]")
             parts += [f"{key} = {json.dumps(value)}" for key, value in remedy.items()]
+        if "strategy" in variant:
+            parts.append("[variants.strategy]")
+            parts += [f"{key} = {json.dumps(value)}" for key, value in variant["strategy"].items()]
     return "\n".join(parts) + "\n"
 
 
@@ -91,6 +100,10 @@ def test_the_quickstart_plan_fuses_the_vae_rows_and_keeps_the_others_apart():
         ["VAE", "+annealing", "+word dropout", "+annealing +word dropout", "+free bits", "+BoW", "+BN-VAE"]
     ]
     assert sorted(v.name for (v, _, _), _ in plan.alone) == ["+IAF", "LM", "aggressive"]
+    ptb, _ = load_ablation(REPO / "recipes" / "ptb" / "ablation.toml")  # pretrain + reset fuses too
+    plan = plan_fusion([(v, 0, Path("unused")) for v in ptb], _with_seed)
+    assert [len(group) for group in plan.groups] == [9]
+    assert sorted(v.name for (v, _, _), _ in plan.alone) == ["+IAF", "LSTM-LM", "aggressive (He et al. 2019)"]
 
 
 def test_seed_replicates_fuse_when_they_share_the_data_seed():
@@ -106,7 +119,7 @@ def test_fuse_plan_prints_the_groups_and_trains_nothing(ablation_file, tmp_path,
     out = tmp_path / "out"
     main(["ablate", str(ablation_file), "--out", str(out), "--fuse-plan"])
     printed = capsys.readouterr().out
-    assert "group 1: 4 rows fused" in printed and "VAE (seed 0), +annealing (seed 0)" in printed
+    assert "group 1: 5 rows fused" in printed and "VAE (seed 0), +annealing (seed 0)" in printed
     assert "alone: LM (seed 0): model type 'lm' does not fuse" in printed
     assert not out.exists()
     with pytest.raises(TextVAEError, match="--fuse must be one of"):
@@ -116,15 +129,16 @@ def test_fuse_plan_prints_the_groups_and_trains_nothing(ablation_file, tmp_path,
 def test_fused_rows_equal_their_unfused_runs_and_keep_the_unfused_layout(ablation_file, tmp_path, capsys):
     fused = run_ablation(ablation_file, tmp_path / "fused", fuse="on", jobs=2)  # the group in one worker
     alone = run_ablation(ablation_file, tmp_path / "alone", fuse="off")
-    assert [row.get("fused") for row in fused] == [4, 4, 4, 4, False]
-    assert [row.get("fused") for row in alone] == [False] * 5
+    assert [row.get("fused") for row in fused] == [5, 5, 5, 5, 5, False]
+    assert [row.get("fused") for row in alone] == [False] * 6
     for fused_row, alone_row in zip(fused, alone, strict=True):
         assert "error" not in fused_row, fused_row
         assert_same_numbers(fused_row, alone_row)
     run_dir = tmp_path / "fused" / "annealing" / "seed0"
     for name in ("config.json", "vocab.json", "metrics.jsonl", "last.pt", "best.pt", "result.json"):
         assert (run_dir / name).is_file(), name
-    assert read_checkpoint(run_dir / "last.pt")["fused_group"] == 4
+    assert read_checkpoint(run_dir / "last.pt")["fused_group"] == 5
+    assert read_checkpoint(tmp_path / "fused" / "pretrain_reset" / "seed0" / "last.pt")["strategy"]["reset_done"]
     # textvae eval of a fused row's checkpoint gives the row's numbers
     eval_json = tmp_path / "eval.json"
     main(["eval", str(run_dir), "--json", str(eval_json), "--seed", "0"])

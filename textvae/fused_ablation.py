@@ -3,7 +3,8 @@
 Rows fuse when they share the model's shapes (``textvae.models.fused.vae.fusion_key``) and the
 batch stream: the data settings, batch size, bucketing and data-order seed (``train.data_seed``,
 else ``train.seed``), plus the optimizer, device and threads. Seed replicates fuse when they share
-``train.data_seed``. Everything else runs as before: the LM, IAF, aggressive and pretrain+reset
+``train.data_seed``. Pretrain + reset rows fuse too (their autoencoder phase and reset are per row,
+``textvae.models.fused.step.RowPhases``). Everything else runs as before: the LM, IAF and aggressive
 rows, image rows, SGD with momentum, rows of other shapes, and a group of one.
 
 ``--fuse auto`` is off everywhere until fused training is measured faster than separate rows: on
@@ -57,8 +58,8 @@ def row_key(recipe) -> str:
 
     if not isinstance(recipe, Recipe):
         raise TextVAEError("an image row does not fuse")
-    if recipe.strategy.get("type", "standard") != "standard":
-        raise TextVAEError(f"strategy {recipe.strategy['type']!r} does not fuse (its step is not the standard one)")
+    if recipe.strategy.get("type", "standard") not in ("standard", "pretrain_reset"):
+        raise TextVAEError(f"strategy {recipe.strategy['type']!r} does not fuse (its step runs its own loop)")
     cfg = recipe.train
     if cfg.momentum != 0:
         raise TextVAEError("SGD with momentum does not fuse")

@@ -37,7 +37,7 @@ from textvae.errors import TextVAEError
 from textvae.models.fused.noise import RowNoise
 from textvae.models.fused.optimizer import FusedOptimizer
 from textvae.models.fused.remedies import RowObjective
-from textvae.models.fused.step import fused_train_step
+from textvae.models.fused.step import RowPhases, fused_train_step
 from textvae.models.fused.vae import FusedVAE
 from textvae.train import TextBatch, TextFamily
 
@@ -148,6 +148,7 @@ class Lockstep:
             [cfg.weight_decay for cfg in cfgs],
         )
         self.objective = RowObjective(self.model.remedies, engines[0].dist.device)
+        self.phases = RowPhases([engine.family.strategy for engine in engines], models)  # pretrain + reset rows
         self.noise = RowNoise([engine.family.generator_state for engine in engines], engines[0].dist.device)
         self.param_index = {name: i for i, (name, _) in enumerate(self.model.named_parameters())}
         for row in range(self.size):
@@ -214,9 +215,9 @@ class Lockstep:
                 self.optimizer.lr[row] = lr
         steps = [self.pending[r][1] if r in self.pending else 0 for r in range(self.size)]
         active = torch.tensor([r in self.pending for r in range(self.size)], device=self.optimizer.lr.device)
-        result = fused_train_step(
-            self.model, self.optimizer, self.objective, self.noise, first.batch, steps, first.steps_per_epoch, active
-        )
+        spe = first.steps_per_epoch
+        model, optimizer, objective, noise = self.model, self.optimizer, self.objective, self.noise
+        result = fused_train_step(model, optimizer, objective, noise, first.batch, steps, spe, active, self.phases)
         updated = result.updated.tolist()
         out = result.out
         return {
@@ -232,9 +233,6 @@ class Lockstep:
             engine.model.load_state_dict(self.model.row_state_dict(row))
         if not optimizer or self.optimizer.kind != "adam":
             return
-        steps = int(self.optimizer.steps[row])
-        if steps == 0:
-            return
         params = dict(engine.model.named_parameters())
         state = engine.optimizer.state
         for fused_name, name in self.model.names[row].items():
@@ -242,6 +240,10 @@ class Lockstep:
                 continue
             index = self.param_index[fused_name]
             param = params[name]
+            steps = int(self.optimizer.steps[index][row])
+            if steps == 0:  # never updated, or its state dropped: torch.optim holds none
+                state.pop(param, None)
+                continue
             state[param] = {
                 "step": torch.tensor(float(steps), dtype=torch.float32, device=param.device),
                 "exp_avg": self.optimizer.exp_avg[index][row].clone(),
@@ -262,7 +264,6 @@ class Lockstep:
         if self.optimizer.kind != "adam" or not engine.optimizer.state:
             return
         params = dict(engine.model.named_parameters())
-        steps = None
         for fused_name, name in self.model.names[row].items():
             saved = engine.optimizer.state.get(params.get(name))
             if not saved:
@@ -270,9 +271,7 @@ class Lockstep:
             index = self.param_index[fused_name]
             self.optimizer.exp_avg[index][row].copy_(saved["exp_avg"])
             self.optimizer.exp_avg_sq[index][row].copy_(saved["exp_avg_sq"])
-            steps = int(saved["step"])
-        if steps is not None:
-            self.optimizer.steps[row] = steps
+            self.optimizer.steps[index][row] = int(saved["step"])
 
 
 class FusedGroup:
@@ -320,6 +319,9 @@ class FusedGroup:
             self.lockstep.leave(row)
 
 
+FUSIBLE_STRATEGIES = ("standard", "pretrain_reset")  # pretrain + reset: a per-row phase (RowPhases)
+
+
 def device_rng_state(device: torch.device) -> torch.Tensor:
     """The state of the generator a run on ``device`` draws its dropout and z noise from."""
     return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
@@ -330,7 +332,7 @@ def check_group(recipes: list[Recipe]) -> None:
     if len(recipes) < 2:
         raise TextVAEError("a fused group needs at least two rows")
     for recipe in recipes:
-        if recipe.strategy.get("type", "standard") != "standard":
-            raise TextVAEError(f"strategy {recipe.strategy['type']!r} does not fuse (only the standard step does)")
+        if recipe.strategy.get("type", "standard") not in FUSIBLE_STRATEGIES:
+            raise TextVAEError(f"strategy {recipe.strategy['type']!r} does not fuse (its step runs its own loop)")
         if recipe.train.momentum != 0:
             raise TextVAEError("SGD with momentum does not fuse (the fused SGD has no momentum buffer)")

@@ -50,13 +50,20 @@ class RowNoise:
         keep_prob: list[float | None],
         protected: Tensor,
         dtype: torch.dtype,
+        pretraining: list[bool] | None = None,
     ) -> StepNoise:
-        """``dims`` = (E, H), ``dropout`` = (p_in, p_out), ``keep_prob``: each row's word-dropout k or None."""
+        """``dims`` = (E, H), ``dropout`` = (p_in, p_out), ``keep_prob``: each row's word-dropout k or None;
+        ``pretraining``: rows in pretrain + reset's autoencoder phase (z = the mean: no ε, no word dropout)."""
         batch, steps = tokens.shape
         device = tokens.device
         eps, drops, masks_in, masks_out = [], [], [], []
-        for generator, keep in zip(self.generators, keep_prob, strict=True):
-            eps.append(torch.randn((batch, latent_dim), generator=generator, dtype=dtype, device=device))
+        pretraining = pretraining or [False] * len(self.generators)
+        for generator, keep, deterministic in zip(self.generators, keep_prob, pretraining, strict=True):
+            if deterministic:  # PretrainThenReset: reconstruction_nll at the posterior mean
+                eps.append(torch.zeros((batch, latent_dim), dtype=dtype, device=device))
+                keep = None
+            else:
+                eps.append(torch.randn((batch, latent_dim), generator=generator, dtype=dtype, device=device))
             if keep is not None:  # WordDropout.decoder_inputs
                 drop = torch.rand(tokens.shape, generator=generator, device=device) >= keep
                 drops.append(drop & ~torch.isin(tokens, protected))

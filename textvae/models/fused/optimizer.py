@@ -42,7 +42,9 @@ class FusedOptimizer:
         clip = [c if c is not None else float("inf") for c in grad_clip]
         self.clip = torch.tensor(clip, dtype=torch.float64, device=device)  # (R,) c_r
         self.weight_decay = torch.tensor(weight_decay or [0.0] * rows, dtype=torch.float64, device=device)  # (R,)
-        self.steps = torch.zeros(rows, dtype=torch.long, device=device)  # (R,) t_r (Adam's bias correction)
+        # t_r per parameter (Adam's bias correction): a parameter whose state was dropped (a decoder
+        # re-initialised after pretraining) counts again from 0, as torch.optim.Adam's own state does
+        self.steps = [torch.zeros(rows, dtype=torch.long, device=device) for _ in self.params]  # (R,) each
         if kind == "adam":
             self.exp_avg = [torch.zeros_like(p) for p in self.params]
             self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
@@ -63,8 +65,6 @@ class FusedOptimizer:
         updated = active & torch.isfinite(norms)  # (R,)
         scale = torch.clamp(self.clip / (norms + 1e-6), max=1.0)  # (R,) s_r
         scale = torch.where(torch.isfinite(self.clip), scale, torch.ones_like(scale))
-        if self.kind == "adam":
-            self.steps += updated.long()
         for index, param in enumerate(self.params):
             if param.grad is None:
                 continue
@@ -80,7 +80,8 @@ class FusedOptimizer:
             beta1, beta2 = self.betas
             exp_avg = self.exp_avg[index] * beta1 + grad * (1 - beta1)
             exp_avg_sq = self.exp_avg_sq[index] * beta2 + grad * grad * (1 - beta2)
-            steps = self.steps.view(view).to(torch.float64).clamp(min=1)
+            self.steps[index] += updated.long()
+            steps = self.steps[index].view(view).to(torch.float64).clamp(min=1)
             correction1, correction2 = 1 - beta1**steps, 1 - beta2**steps
             denom = (exp_avg_sq.sqrt() / correction2.sqrt().to(param.dtype)) + self.eps
             new = param - (lr / correction1).to(param.dtype) * exp_avg / denom
@@ -88,3 +89,12 @@ class FusedOptimizer:
             self.exp_avg[index].copy_(torch.where(keep, exp_avg, self.exp_avg[index]))
             self.exp_avg_sq[index].copy_(torch.where(keep, exp_avg_sq, self.exp_avg_sq[index]))
         return updated
+
+    def drop_state(self, row: int, indices: list[int]) -> None:
+        """Forget row ``row``'s optimizer state of the parameters ``indices`` (``optimizer.state.pop``)."""
+        if self.kind != "adam":
+            return
+        for index in indices:
+            self.exp_avg[index][row].zero_()
+            self.exp_avg_sq[index][row].zero_()
+            self.steps[index][row] = 0

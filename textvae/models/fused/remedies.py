@@ -111,9 +111,12 @@ class RowObjective:
         total = torch.where(total_above, honest, threshold.view(-1, 1).expand_as(honest))  # (R, B)
         return torch.where(mode == 0, honest, torch.where(mode == 2, total, per_dim))
 
-    def loss(self, rec: Tensor, kl_per_dim: Tensor, bow: Tensor | None) -> Tensor:
-        """loss_r (R,) from rec (R, B), KL per dimension (R, B, D) and bow (R, B) or None."""
+    def loss(self, rec: Tensor, kl_per_dim: Tensor, bow: Tensor | None, pretraining: Tensor | None = None) -> Tensor:
+        """loss_r (R,) from rec (R, B), KL per dimension (R, B, D) and bow (R, B) or None; a row in
+        pretrain + reset's autoencoder phase (``pretraining`` (R,) bool) minimizes mean_b rec_rb alone."""
         total = rec + self.kl_weight.to(rec.dtype).unsqueeze(1) * self.kl_term(kl_per_dim)  # (R, B)
         if bow is not None:
             total = total + self.bow_weight.to(rec.dtype).unsqueeze(1) * bow
-        return total.mean(1)
+        if pretraining is None:
+            return total.mean(1)
+        return torch.where(pretraining, rec.mean(1), total.mean(1))
