@@ -170,7 +170,9 @@ def test_each_row_decays_its_learning_rate_and_stops_on_its_own(tmp_path):
         row_edits["train.data_seed"] = 0
         paths.append(write_recipe(tmp_path / f"row{row}.toml", table, row_edits))
     recipes = [load_recipe(path) for path in paths]
-    results = FusedGroup(recipes, [tmp_path / "f0", tmp_path / "f1"], [False, False]).run()
+    group = FusedGroup(recipes, [tmp_path / "f0", tmp_path / "f1"], [False, False])
+    results = group.run()
+    assert group.lockstep.slots == [1] and group.lockstep.model.rows == 1  # repacked when row 0 stopped
     for row, recipe_ in enumerate(recipes):
         alone = train(recipe_, tmp_path / f"u{row}")
         assert results[row].progress.step == alone.progress.step

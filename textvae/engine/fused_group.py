@@ -4,16 +4,16 @@ Each row keeps its own ``Engine`` (``FusedRowEngine``), run directory, metrics l
 learning-rate decay on its own plateau (reloading its own best weights), early stop, ``max_steps``,
 checkpoints and resume, exactly as an unfused run: the rows' engines run in threads, and their
 steppers meet at a ``Lockstep``, which runs one fused step for all rows still training once each has
-handed in the same batch. A finished row leaves; its slice of the fused model is frozen (no update,
-no optimizer state change) until the group ends.
+handed in the same batch. A finished row leaves, and the next step repacks the fused model without
+it (``Lockstep._repack``): a finished row costs nothing more.
 
 Weights live in the fused model while training. A row's unfused model and torch optimizer are
 brought up to date from it (``pull``) before its validation and its checkpoints, which are therefore
 the unfused format: ``textvae eval``, ``report``, resume and the tables read them as they are. After a
 learning-rate decay reloads a row's best weights, they go back into the fused model (``push``). A
 row's checkpoint stores its own generator's state as the torch RNG state, so a killed fused run
-resumes fused, and a checkpoint of either kind resumes as the other (same batch position required to
-join a group: ``fusible_positions``).
+resumes fused, and a checkpoint of either kind resumes as the other (rows join a group only when
+their checkpoints stand at the same batch: ``FusedGroup.run``).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class FusedRowEngine(Engine):
         lockstep = self.family.group.lockstep
         lockstep.pull(self.row, optimizer=True)
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-        rng["cuda" if self.dist.device.type == "cuda" else "torch"] = lockstep.noise.generators[self.row].get_state()
+        rng["cuda" if self.dist.device.type == "cuda" else "torch"] = lockstep.generator_state(self.row)
         self.family.save_checkpoint(
             self.run_dir / name,
             optimizer=self.optimizer.state_dict(),
@@ -132,34 +132,49 @@ class _RowSeat:
 
 
 class Lockstep:
-    """Where the rows' steppers meet: the last row to hand in its batch runs the fused step."""
+    """Where the rows' steppers meet: the last row to hand in its batch runs the fused step.
+
+    The fused model holds the rows still training (``slots``: their row numbers, in order). When a row
+    finishes, the next step first repacks the array: the remaining rows' weights, optimizer state and
+    noise streams go through their unfused copies (``pull``) into a fused model of the remaining rows
+    only, so a finished row costs nothing more."""
 
     def __init__(self, engines: list[FusedRowEngine]):
         self.engines = engines
-        self.size = len(engines)
-        models = [engine.model for engine in engines]
-        self.model = FusedVAE.from_models(models)
-        cfgs = [engine.cfg for engine in engines]
-        self.optimizer = FusedOptimizer(
-            list(self.model.parameters()),
-            cfgs[0].optimizer,
-            [engine.optimizer.param_groups[0]["lr"] for engine in engines],
-            [cfg.grad_clip for cfg in cfgs],
-            [cfg.weight_decay for cfg in cfgs],
-        )
-        self.objective = RowObjective(self.model.remedies, engines[0].dist.device)
-        self.phases = RowPhases([engine.family.strategy for engine in engines], models)  # pretrain + reset rows
-        self.noise = RowNoise([engine.family.generator_state for engine in engines], engines[0].dist.device)
-        self.param_index = {name: i for i, (name, _) in enumerate(self.model.named_parameters())}
-        for row in range(self.size):
-            self._load_optimizer_state(row)
-        self.lr = [engine.optimizer.param_groups[0]["lr"] for engine in engines]
+        self.size = len(engines)  # rows in the group (``fused`` in their results)
+        self.device = engines[0].dist.device
+        self.generator_states = {row: engine.family.generator_state for row, engine in enumerate(engines)}
+        self._build(list(range(self.size)))
         self.active = set(range(self.size))
+        self.repack_due = False
         self.pending: dict[int, tuple[TextBatch, int]] = {}
         self.outcomes: dict[int, StepOutcome] = {}
         self.generation = 0
         self.error: BaseException | None = None
         self.condition = threading.Condition()
+
+    def _build(self, rows: list[int]) -> None:
+        """The fused model, optimizer, objective, phases and noise of ``rows``, from their unfused copies."""
+        self.slots = rows
+        engines = [self.engines[row] for row in rows]
+        models = [engine.model for engine in engines]
+        self.model = FusedVAE.from_models(models)
+        cfgs = [engine.cfg for engine in engines]
+        self.lr = [engine.optimizer.param_groups[0]["lr"] for engine in engines]
+        clips, decays = [cfg.grad_clip for cfg in cfgs], [cfg.weight_decay for cfg in cfgs]
+        self.optimizer = FusedOptimizer(list(self.model.parameters()), cfgs[0].optimizer, self.lr, clips, decays)
+        self.objective = RowObjective(self.model.remedies, self.device)
+        self.phases = RowPhases([engine.family.strategy for engine in engines], models)  # pretrain + reset rows
+        self.noise = RowNoise([self.generator_states[row] for row in rows], self.device)
+        self.param_index = {name: i for i, (name, _) in enumerate(self.model.named_parameters())}
+        for row in rows:
+            self._load_optimizer_state(row)
+
+    def generator_state(self, row: int) -> torch.Tensor:
+        """Row ``row``'s noise stream now (while it trains; the last state it had once it left)."""
+        if row in self.slots:
+            return self.noise.generators[self.slots.index(row)].get_state()
+        return self.generator_states[row]
 
     # --- the step
     def submit(self, row: int, batch: TextBatch, step: int) -> StepOutcome:
@@ -174,10 +189,11 @@ class Lockstep:
             return self.outcomes.pop(row)
 
     def leave(self, row: int) -> None:
-        """Row ``row`` stopped training: the others no longer wait for it; its slice stays frozen."""
+        """Row ``row`` stopped training: the others no longer wait for it, and the array is repacked."""
         with self.condition:
             self.active.discard(row)
             self.pending.pop(row, None)
+            self.repack_due = bool(self.active)
             with contextlib.suppress(BaseException):  # kept in self.error: the waiting rows raise it
                 self._step_if_ready()
             self.condition.notify_all()
@@ -190,6 +206,8 @@ class Lockstep:
         if not self.pending or set(self.pending) != self.active:
             return
         try:
+            if self.repack_due:
+                self._repack()
             self.outcomes = self._fused_step()
         except BaseException as err:
             self.error = err
@@ -199,8 +217,19 @@ class Lockstep:
             self.generation += 1
             self.condition.notify_all()
 
+    def _repack(self) -> None:
+        rows = sorted(self.active)
+        for row in rows:
+            self.pull(row, optimizer=True)
+            self.generator_states[row] = self.generator_state(row)
+        for row in set(self.slots) - set(rows):
+            self.generator_states[row] = self.generator_state(row)
+        self._build(rows)
+        self.repack_due = False
+        log.info("fused group: %d of %d rows still training, repacked", len(rows), self.size)
+
     def _fused_step(self) -> dict[int, StepOutcome]:
-        rows = sorted(self.pending)
+        rows = self.slots  # == sorted(self.pending): every row of the fused model is waiting
         first = self.pending[rows[0]][0]
         on_host = first.batch.indices.device.type == "cpu"  # on a GPU the host-side counts only: no sync
         for row in rows[1:]:
@@ -208,70 +237,70 @@ class Lockstep:
             same = batch.num_tokens == first.num_tokens and len(batch.batch) == len(first.batch)
             if not same or (on_host and not torch.equal(batch.batch.indices, first.batch.indices)):
                 raise TextVAEError("the rows of a fused group reached different batches (their data order differs)")
-        for row in rows:  # each row's learning rate, as its own scheduler set it
+        for slot, row in enumerate(rows):  # each row's learning rate, as its own scheduler set it
             lr = self.engines[row].optimizer.param_groups[0]["lr"]
-            if lr != self.lr[row]:
-                self.lr[row] = lr
-                self.optimizer.lr[row] = lr
-        steps = [self.pending[r][1] if r in self.pending else 0 for r in range(self.size)]
-        active = torch.tensor([r in self.pending for r in range(self.size)], device=self.optimizer.lr.device)
+            if lr != self.lr[slot]:
+                self.lr[slot] = lr
+                self.optimizer.lr[slot] = lr
+        steps = [self.pending[row][1] for row in rows]
         spe = first.steps_per_epoch
         model, optimizer, objective, noise = self.model, self.optimizer, self.objective, self.noise
-        result = fused_train_step(model, optimizer, objective, noise, first.batch, steps, spe, active, self.phases)
+        result = fused_train_step(model, optimizer, objective, noise, first.batch, steps, spe, None, self.phases)
         updated = result.updated.tolist()
         out = result.out
         return {
-            row: StepOutcome(updated[row], RowTerms(out.rec[row], out.kl[row]), len(first.batch), first.num_tokens)
-            for row in rows
+            row: StepOutcome(updated[slot], RowTerms(out.rec[slot], out.kl[slot]), len(first.batch), first.num_tokens)
+            for slot, row in enumerate(rows)
         }
 
     # --- the rows' unfused copies
     def pull(self, row: int, optimizer: bool) -> None:
         """The fused weights (and optimizer state) of ``row`` into its unfused model (and optimizer)."""
-        engine = self.engines[row]
+        engine, slot = self.engines[row], self.slots.index(row)
         with torch.no_grad():
-            engine.model.load_state_dict(self.model.row_state_dict(row))
+            engine.model.load_state_dict(self.model.row_state_dict(slot))
         if not optimizer or self.optimizer.kind != "adam":
             return
         params = dict(engine.model.named_parameters())
         state = engine.optimizer.state
-        for fused_name, name in self.model.names[row].items():
+        for fused_name, name in self.model.names[slot].items():
             if name not in params:
                 continue
             index = self.param_index[fused_name]
             param = params[name]
-            steps = int(self.optimizer.steps[index][row])
+            steps = int(self.optimizer.steps[index][slot])
             if steps == 0:  # never updated, or its state dropped: torch.optim holds none
                 state.pop(param, None)
                 continue
             state[param] = {
                 "step": torch.tensor(float(steps), dtype=torch.float32, device=param.device),
-                "exp_avg": self.optimizer.exp_avg[index][row].clone(),
-                "exp_avg_sq": self.optimizer.exp_avg_sq[index][row].clone(),
+                "exp_avg": self.optimizer.exp_avg[index][slot].clone(),
+                "exp_avg_sq": self.optimizer.exp_avg_sq[index][slot].clone(),
             }
 
     def push(self, row: int) -> None:
         """``row``'s unfused weights (e.g. its reloaded best) into the fused model."""
+        slot = self.slots.index(row)
         fused = dict(self.model.named_parameters()) | dict(self.model.named_buffers())
         state = self.engines[row].model.state_dict()
         with torch.no_grad():
-            for fused_name, name in self.model.names[row].items():
-                fused[fused_name][row].copy_(state[name])
+            for fused_name, name in self.model.names[slot].items():
+                fused[fused_name][slot].copy_(state[name])
 
     def _load_optimizer_state(self, row: int) -> None:
-        """A resumed row's Adam state (its torch optimizer's, as restored) into the fused optimizer."""
-        engine = self.engines[row]
+        """A row's Adam state (its torch optimizer's: restored, or pulled before a repack) into the fused one."""
+        engine, slot = self.engines[row], self.slots.index(row)
         if self.optimizer.kind != "adam" or not engine.optimizer.state:
             return
         params = dict(engine.model.named_parameters())
-        for fused_name, name in self.model.names[row].items():
+        for fused_name, name in self.model.names[slot].items():
             saved = engine.optimizer.state.get(params.get(name))
             if not saved:
                 continue
             index = self.param_index[fused_name]
-            self.optimizer.exp_avg[index][row].copy_(saved["exp_avg"])
-            self.optimizer.exp_avg_sq[index][row].copy_(saved["exp_avg_sq"])
-            self.optimizer.steps[index][row] = int(saved["step"])
+            self.optimizer.exp_avg[index][slot].copy_(saved["exp_avg"])
+            self.optimizer.exp_avg_sq[index][slot].copy_(saved["exp_avg_sq"])
+            self.optimizer.steps[index][slot] = int(saved["step"])
 
 
 class FusedGroup:
