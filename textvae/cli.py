@@ -469,10 +469,11 @@ def _read_json(path: Path):
 
 def _mi_line(metrics: dict) -> str:
     """Both MI estimates with their Monte-Carlo standard errors, flagged when they read as noise."""
-    from textvae.reproduction import mi_is_noise
+    from textvae.evaluation.metric_table import MI_KEYS, title
+    from textvae.verdicts import mi_is_noise
 
     parts = []
-    for key, name in (("mi_batch", "MI(batch)"), ("mi_full", "MI(full)")):
+    for key, name in ((key, title(key)) for key in MI_KEYS):
         noise = mi_is_noise(metrics[key], metrics[f"{key}_se"], metrics["kl"])
         parts.append(f"{name} {metrics[key]:.3f} ± {metrics[f'{key}_se']:.3f}" + (" (noise: †)" if noise else ""))
     draws = metrics["mi_samples"]
@@ -481,17 +482,19 @@ def _mi_line(metrics: dict) -> str:
 
 
 def _cmd_report(args) -> None:
-    from textvae.report import COLUMNS, markdown_table
+    from textvae.evaluation.metric_table import EVAL_COLUMNS, IMAGE_COLUMNS, columns
+    from textvae.report import markdown_table
 
     if args.reproduction is not None or args.update:
-        from textvae.report import reproduction_report
+        from textvae.reproduction import reproduction_report
 
         sys.stdout.write(reproduction_report(args.reproduction, args.results, args.update) + "\n")
         return
     if not args.results:
         raise TextVAEError("report: give an ablation directory or eval JSON files (or --reproduction RECIPES_DIR)")
     if len(args.results) == 1 and args.results[0].is_dir():
-        from textvae.ablation import results_markdown, summarize, write_results
+        from textvae.ablation import write_results
+        from textvae.report import results_markdown, summarize
 
         if not (args.results[0] / "results.json").is_file():
             raise TextVAEError(f"{args.results[0]}: not an ablation directory (no results.json)")
@@ -505,12 +508,10 @@ def _cmd_report(args) -> None:
         if not isinstance(result, dict) or "kind" not in result:
             raise TextVAEError(f"{path}: not a textvae evaluation results file")
         rows.append((path.parent.name if path.name.startswith("eval_") else path.stem, result))
-    columns = COLUMNS
+    keys = EVAL_COLUMNS
     if any(result["kind"] == "image" for _, result in rows):
-        from textvae.image.evaluate import IMAGE_COLUMNS
-
-        columns = [*IMAGE_COLUMNS, *(c for c in COLUMNS if c[0] not in {k for k, _, _ in IMAGE_COLUMNS})]
-    sys.stdout.write(markdown_table(rows, columns) + "\n")
+        keys = (*IMAGE_COLUMNS, *(k for k in EVAL_COLUMNS if k not in IMAGE_COLUMNS))
+    sys.stdout.write(markdown_table(rows, columns(keys)) + "\n")
 
 
 COMMANDS = {

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_type_hints
 
 from textvae import registry
 from textvae.errors import TextVAEError
+from textvae.verdicts import check_reference
 
 _AT_LEAST_ONE = (lambda v: v >= 1, "≥ 1")
 _NON_NEGATIVE = (lambda v: v >= 0, "≥ 0")
@@ -162,7 +163,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class ReferenceConfig:
     """The published row a recipe reproduces: paper, table, row, the tag of ../shared/papers.md, and
-    expected values with their tolerance or the published finding as checks (``textvae.reproduction``)."""
+    expected values with their tolerance or the published finding as checks (``textvae.verdicts``)."""
 
     paper: str = ""
     table: str = ""
@@ -177,8 +178,6 @@ class ReferenceConfig:
     notes: str = ""
 
     def __post_init__(self):
-        from textvae.reproduction import check_reference  # it names this class's fields
-
         check_reference(self)
 
 
