@@ -15,7 +15,7 @@ from textvae import bench, cli
 from textvae.bench import references
 from textvae.cross_entropy import linear_cross_entropy
 from textvae.data.batching import collate
-from textvae.evaluate import importance_log_weights, samples_log_likelihood
+from textvae.evaluation.importance import importance_log_weights, samples_log_likelihood
 from textvae.models import build_model
 from textvae.objective import Objective, elbo_terms
 from textvae.strategies import StandardStrategy, StepContext, apply_update, only_these_require_grad

@@ -25,9 +25,10 @@ from textvae.distributed import SINGLE_PROCESS
 from textvae.engine import Engine, StepOutcome
 from textvae.engine.state import make_optimizer, seed_everything
 from textvae.errors import TextVAEError
+from textvae.image.checkpoint import build_image_model
 from textvae.image.config import image_recipe_from_dict
 from textvae.image.data import batch_generator, epoch_order, load_image_split
-from textvae.image.train import ImageFamily, build_image_model, train_image
+from textvae.image.train import ImageFamily, train_image
 from textvae.models import build_model
 from textvae.strategies import StandardStrategy, StepContext, apply_update
 from textvae.train import TextFamily, train

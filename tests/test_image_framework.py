@@ -25,13 +25,13 @@ from textvae.cli import main
 from textvae.config import Recipe
 from textvae.distributions import DiagGaussian, standard_normal_log_prob
 from textvae.errors import TextVAEError
+from textvae.families import load_any_recipe
 from textvae.faults import ENV_VAR
 from textvae.image.config import (
     ImageDataConfig,
     ImageEvalConfig,
     ImageRecipe,
     is_image_config,
-    load_any_recipe,
 )
 from textvae.image.data import load_image_split
 from textvae.image.evaluate import codebook_usage, evaluate_image, importance_log_weights
@@ -368,7 +368,7 @@ def test_an_image_beta_ablation_tabulates_image_columns(recipe_file, tmp_path):
 
 
 def test_loading_a_text_checkpoint_as_an_image_run_is_refused(tmp_path):
-    from textvae.image.train import load_image_checkpoint
+    from textvae.image.checkpoint import load_image_checkpoint
 
     with pytest.raises(TextVAEError, match="checkpoint not found"):
         load_image_checkpoint(tmp_path / "missing.pt")

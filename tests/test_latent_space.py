@@ -15,7 +15,6 @@ from tests.conftest import REPO, tiny_vae_spec
 from textvae import cli
 from textvae.attributes import AttributeVectors, attribute_vectors, load_vectors, read_labelled, save_vectors
 from textvae.batch_generation import generate_jsonl
-from textvae.checkpoint import save_checkpoint
 from textvae.config import recipe_from_dict
 from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
@@ -23,6 +22,7 @@ from textvae.errors import TextVAEError
 from textvae.generate import DecodeSettings
 from textvae.models import build_model
 from textvae.neighbours import corpus_codes, nearest
+from textvae.train import save_checkpoint
 from textvae.transfer import train_classifier, transfer_table
 
 WORDS = ("good", "great", "bad", "awful", "food", "the", "was", "service")

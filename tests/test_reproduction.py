@@ -8,7 +8,7 @@ import pytest
 from textvae.ablation import load_ablation
 from textvae.config import ReferenceConfig, read_toml
 from textvae.errors import TextVAEError
-from textvae.image.config import load_any_recipe
+from textvae.families import load_any_recipe
 from textvae.verdicts import mi_is_noise, reference_spec, run_check, verdict
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -43,7 +43,8 @@ from textvae.config import (
     read_toml,
 )
 from textvae.errors import TextVAEError
-from textvae.image.config import ImageRecipe, any_recipe_from_dict
+from textvae.families import any_recipe_from_dict
+from textvae.image.config import ImageRecipe
 from textvae.mps import MPSDaemon, cuda_wanted
 from textvae.report import ROW_METRICS, results_csv, results_markdown, summarize
 from textvae.verdicts import reference_spec
@@ -124,8 +125,9 @@ def _with_seed(recipe: Recipe | ImageRecipe, seed: int) -> Recipe | ImageRecipe:
 
 def _run_image_variant(variant: Variant, recipe: ImageRecipe, seed: int, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) and evaluate one image (variant, seed); its eval JSON and figures stay in ``run_dir``."""
+    from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.evaluate import evaluate_image_run
-    from textvae.image.train import load_image_checkpoint, train_image
+    from textvae.image.train import train_image
     from textvae.train import has_checkpoint
 
     started = time.perf_counter()
@@ -153,7 +155,7 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
     """Train (or resume) and evaluate one (variant, seed); returns its row. Runs in a worker process."""
     import torch
 
-    from textvae.checkpoint import load_checkpoint
+    from textvae.api import load_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.eval_device import resolve_device
     from textvae.evaluate import EvalSettings, evaluate

@@ -193,7 +193,8 @@ def _cmd_bench(args) -> None:
 
 def _cmd_train(args) -> None:
     from textvae.distributed import is_main_process
-    from textvae.image.config import ImageRecipe, load_any_recipe
+    from textvae.families import load_any_recipe
+    from textvae.image.config import ImageRecipe
 
     recipe = load_any_recipe(args.recipe, args.overrides)
     if isinstance(recipe, ImageRecipe):
@@ -230,7 +231,7 @@ def _output_paths(args, split: str) -> tuple[Path, Path]:
 
 
 def _is_image_run(path: Path) -> bool:
-    from textvae.image.train import is_image_run
+    from textvae.families import is_image_run
 
     return is_image_run(path)
 
@@ -257,8 +258,8 @@ def _write_posterior(path: Path, means, logvars) -> None:
 
 def _cmd_eval_image(args) -> None:
     from textvae.checkpoint import resolve_checkpoint
+    from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.evaluate import columns_for, evaluate_image_run
-    from textvae.image.train import load_image_checkpoint
     from textvae.report import markdown_table
 
     if args.matmul_precision is not None:
@@ -311,7 +312,8 @@ def _cmd_eval(args) -> None:
         _cmd_eval_image(args)
         return
 
-    from textvae.checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
+    from textvae.api import load_checkpoint
+    from textvae.checkpoint import atomic_write_text, resolve_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.evaluate import EvalSettings, evaluate
     from textvae.report import markdown_table
@@ -376,8 +378,8 @@ def _cmd_sample_image(args) -> None:
     import torch
 
     from textvae.checkpoint import resolve_checkpoint
+    from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.figures import save_samples
-    from textvae.image.train import load_image_checkpoint
 
     if args.out is None:
         raise TextVAEError("an image run's samples are a PNG grid: give --out FILE.png")

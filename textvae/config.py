@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
-from textvae import registry
+from textvae import components, registry  # noqa: F401 - importing components registers the built-in ones
 from textvae.errors import TextVAEError
 from textvae.verdicts import check_reference
 

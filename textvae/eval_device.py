@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from textvae.errors import TextVAEError
@@ -105,3 +106,9 @@ def logit_chunk_rows(model, device: torch.device) -> int | None:
         return None
     vocab = getattr(getattr(model.decoder, "output", None), "out_features", None)
     return None if not vocab else max(1, MAX_LOGIT_BYTES // (4 * vocab))
+
+
+def device_index(indices: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host indices as an int64 tensor on ``device``, copied without waiting for the device."""
+    index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
+    return index if device.type == "cpu" else index.pin_memory().to(device, non_blocking=True)

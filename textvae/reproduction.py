@@ -17,7 +17,7 @@ from textvae.checkpoint import atomic_write_text
 from textvae.config import read_toml
 from textvae.errors import TextVAEError
 from textvae.evaluation.metric_table import title
-from textvae.image.config import load_any_recipe
+from textvae.families import load_any_recipe
 from textvae.report import summarize
 from textvae.verdicts import METRICS, VERDICTS, budget_text, number_text, parse_check, published_short, reference_spec
 

@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from textvae import distributed, registry
-from textvae.checkpoint import save_checkpoint
+from textvae import __version__, distributed, registry
+from textvae.checkpoint import FORMAT, write_checkpoint_payload
 from textvae.config import Recipe
 from textvae.data.batching import Batch, bucketed_batches, collate, iterate_batches
 from textvae.data.corpus import build_vocab, encode_split, load_text
@@ -34,7 +35,7 @@ from textvae.engine import Engine, StepOutcome
 from textvae.engine.run_dir import RUNTIME_KEYS, has_checkpoint, prepare_run_dir, without_runtime_keys
 from textvae.engine.state import Progress, TrainSummary, make_optimizer, seed_everything
 from textvae.errors import TextVAEError
-from textvae.evaluate import (
+from textvae.evaluation.validation import (
     VALIDATION_SUMS,
     VALIDATION_VECTORS,
     select_sentences,
@@ -281,7 +282,7 @@ class TextFamily:
         return result, f"rec {result['rec']:.3f}  kl {result['kl']:.3f}  ppl {result['ppl']:.2f}{au}"
 
     def save_checkpoint(self, path: Path, *, metrics_offset: int, **state) -> None:
-        save_checkpoint(
+        save_checkpoint(  # the module's function, below
             path,
             keep_previous=True,
             recipe=self.recipe,
@@ -291,3 +292,18 @@ class TextFamily:
             strategy=self.strategy.state_dict(),
             metrics_offset=metrics_offset,
         )
+
+
+def save_checkpoint(
+    path: Path, *, recipe: Recipe, vocab: Vocab, model: torch.nn.Module, keep_previous: bool = False, **state: Any
+) -> None:
+    """Save model weights with the config and vocab that built them, plus any training ``state``."""
+    payload = {
+        "format": FORMAT,
+        "textvae_version": __version__,
+        "config": json.dumps(recipe.to_dict()),
+        "vocab": vocab.to_json(),
+        "model": model.state_dict(),
+        **state,
+    }
+    write_checkpoint_payload(path, payload, keep_previous)

@@ -16,11 +16,10 @@ from collections.abc import Callable
 
 import torch
 
-from textvae.image.config import load_image_recipe
-from textvae.image.data import image_shape
-from textvae.registry import build
+from textvae.engine.state import make_optimizer
+from textvae.families import load_image_recipe
+from textvae.image.checkpoint import build_image_model
 from textvae.strategies import StepContext, apply_update
-from textvae.train import make_optimizer
 
 from .clock import Clock
 from .graphs import graphed_sync_free
@@ -36,7 +35,7 @@ IMAGE_TARGET = 100_000  # images/s, one H200 (issue 17)
 def _model_and_optimizer(device: torch.device):
     recipe = load_image_recipe(RECIPE)
     torch.manual_seed(0)
-    model = build("image_model", recipe.model, "model", image_shape=image_shape(recipe.data)).to(device).train()
+    model = build_image_model(recipe).to(device).train()
     return model, make_optimizer(model, recipe.train), recipe.train.grad_clip
 
 

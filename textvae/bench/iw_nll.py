@@ -1,4 +1,4 @@
-"""IW-NLL throughput: ``textvae.evaluate.importance_log_weights`` against the one-sentence-at-a-time
+"""IW-NLL throughput: ``textvae.evaluation.importance.importance_log_weights`` against the one-sentence-at-a-time
 baseline of ``benchmarks/naive_iw_nll.py``, and ``textvae eval``'s own path (``eval_path``: the whole
 ``textvae.evaluate.evaluate`` on a seeded subset of the test split, as a user runs it, at each K)."""
 
@@ -14,7 +14,9 @@ from textvae import metrics
 from textvae.data.batching import Batch, bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
 from textvae.eval_device import matmul_precision
-from textvae.evaluate import EvalSettings, evaluate, importance_log_weights, select_sentences
+from textvae.evaluate import EvalSettings, evaluate
+from textvae.evaluation.importance import importance_log_weights
+from textvae.evaluation.validation import select_sentences
 
 from .clock import Clock
 from .corpus import Corpus

@@ -344,7 +344,7 @@ def evaluate_image_run(
     figures: bool = True,
     progress_bar: bool = True,
 ) -> tuple[dict, ImageEvalResult]:
-    """Evaluate a loaded image checkpoint (``train.load_image_checkpoint``) with ``settings``, write the
+    """Evaluate a loaded image checkpoint (``image.checkpoint.load_image_checkpoint``) with ``settings``, write the
     JSON results and the PNGs beside them (KL per dimension, codebook usage, reconstructions, samples,
     interpolations, the model's own figures); returns (metrics as written, result)."""
     data_cfg = loaded.recipe.data
