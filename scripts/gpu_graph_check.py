@@ -46,11 +46,11 @@ from textvae.checkpoint import atomic_write_text  # noqa: E402
 from textvae.config import load_recipe  # noqa: E402
 from textvae.data.batching import bucketed_batches, iterate_batches  # noqa: E402
 from textvae.data.corpus import build_vocab, encode_split, load_text  # noqa: E402
+from textvae.engine.state import make_optimizer  # noqa: E402
 from textvae.graph_cache import GraphedStep  # noqa: E402
 from textvae.graph_step import SyncFreeStep, text_loss_fn  # noqa: E402
 from textvae.models import build_model  # noqa: E402
 from textvae.strategies import StandardStrategy, StepContext  # noqa: E402
-from textvae.train import make_optimizer  # noqa: E402
 
 log = logging.getLogger("gpu_graph_check")
 

@@ -35,7 +35,9 @@ from textvae.train import TextFamily, train
 
 GOLDEN_TORCH = "2.14.1"
 TIMING_FIELDS = ("tokens_per_s", "images_per_s")
-LATER_FIELDS = ("au", "kl_per_dim")  # validation fields added after the digests were recorded (no random draws)
+# fields added after the digests were recorded: validation's au and kl_per_dim (no random draws), the train
+# records' gradient norms (read from the gradients, they change no update)
+LATER_FIELDS = ("au", "kl_per_dim", "grad_norm", "grad_norm_encoder", "grad_norm_decoder")
 PTB = SHARED_DATA / "ptb"
 MNIST = SHARED_DATA / "mnist"
 TINY_LSTM = {"type": "lstm", "embed_dim": 16, "hidden_dim": 16}

@@ -16,8 +16,9 @@ from textvae import distributed, graph_cache, graph_stepper
 from textvae import train as text_train
 from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 from textvae.errors import TextVAEError
+from textvae.graph_stepper import GraphStepper
 from textvae.strategies import AggressiveInference, StandardStrategy, Strategy
-from textvae.train import GraphStepper, StrategyStepper, train
+from textvae.train import StrategyStepper, train
 
 
 def _sync_free_steps(stepper) -> int:

@@ -155,3 +155,20 @@ def test_the_size_limits_can_fail(tmp_path):
 def test_the_flat_count_leaves_out_init_and_main(tmp_path, limit):
     names = {f"pkg/m{i}.py": "" for i in range(limit + 1)} | {"pkg/__init__.py": "", "pkg/__main__.py": ""}
     assert len(flat_modules(_write(tmp_path, names))) == limit + 1
+
+
+def test_the_built_in_component_list_is_complete():
+    # every module that registers a component is imported by textvae.components (the registry imports none)
+    import subprocess
+    import sys
+
+    registering = sorted(
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        for path in PACKAGE.rglob("*.py")
+        if "\n@register(" in path.read_text(encoding="utf-8")
+    )
+    assert "textvae.models.vae" in registering and "textvae.strategies" in registering
+    script = "import sys, textvae.components; print('\\n'.join(sorted(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
+    loaded = run.stdout.split()
+    assert [m for m in registering if m not in loaded] == []

@@ -125,10 +125,10 @@ def _with_seed(recipe: Recipe | ImageRecipe, seed: int) -> Recipe | ImageRecipe:
 
 def _run_image_variant(variant: Variant, recipe: ImageRecipe, seed: int, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) and evaluate one image (variant, seed); its eval JSON and figures stay in ``run_dir``."""
+    from textvae.engine.run_dir import has_checkpoint
     from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.evaluate import evaluate_image_run
     from textvae.image.train import train_image
-    from textvae.train import has_checkpoint
 
     started = time.perf_counter()
     summary = train_image(recipe, run_dir, resume=has_checkpoint(run_dir))
@@ -157,9 +157,10 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
 
     from textvae.api import load_checkpoint
     from textvae.data.corpus import encode_split
+    from textvae.engine.run_dir import has_checkpoint
     from textvae.eval_device import resolve_device
     from textvae.evaluate import EvalSettings, evaluate
-    from textvae.train import has_checkpoint, train
+    from textvae.train import train
 
     if threads is not None:
         torch.set_num_threads(threads)

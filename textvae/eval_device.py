@@ -29,8 +29,10 @@ MAX_PASS_ROWS = 65536  # (sample, sentence) rows per decoder pass: larger passes
 MAX_LOGIT_BYTES = 2**30  # logits (and their log-softmax) of one output-layer chunk on a GPU
 
 
-def resolve_device(choice: str, what: str = "eval.device") -> torch.device:
-    """``auto``: the current CUDA device when CUDA is available, else the CPU; ``cuda`` needs CUDA."""
+def resolve_device(choice: str, what: str = "eval.device", local_rank: int | None = None) -> torch.device:
+    """The one device resolver (training, evaluation, the API): ``auto`` takes a CUDA device when CUDA is
+    available, else the CPU; ``cuda`` needs CUDA. The CUDA device is this process's own under torchrun
+    (``local_rank``, spread over the visible devices), else the current one."""
     if choice not in DEVICES:
         raise TextVAEError(f"{what} must be one of {', '.join(DEVICES)}, got {choice!r}")
     if choice == "cuda" and not torch.cuda.is_available():
@@ -38,6 +40,8 @@ def resolve_device(choice: str, what: str = "eval.device") -> torch.device:
         raise TextVAEError(f"{setting}: no CUDA device is available on this machine")
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
+    if local_rank is not None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cuda", torch.cuda.current_device())
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ from textvae.data.batching import Batch, bucketed_batches, collate, iterate_batc
 from textvae.data.corpus import build_vocab, encode_split, load_text
 from textvae.data.vocab import BOS, EOS, PAD, Vocab
 from textvae.engine import Engine, StepOutcome
-from textvae.engine.run_dir import RUNTIME_KEYS, has_checkpoint, prepare_run_dir, without_runtime_keys
-from textvae.engine.state import Progress, TrainSummary, make_optimizer, seed_everything
+from textvae.engine.state import TrainSummary, seed_everything
+from textvae.engine.train_record import TrainWindow, norm_keys
 from textvae.errors import TextVAEError
 from textvae.evaluation.validation import (
     VALIDATION_SUMS,
@@ -42,22 +41,9 @@ from textvae.evaluation.validation import (
     validation_from_sums,
     validation_sums,
 )
-from textvae.graph_stepper import GraphStepper, GraphWindow, cuda_graphs_decision
+from textvae.graph_stepper import GraphStepper, cuda_graphs_decision
 from textvae.models import build_model
 from textvae.strategies import StepContext, Strategy
-
-__all__ = [
-    "RUNTIME_KEYS",
-    "Progress",
-    "TextFamily",
-    "TrainSummary",
-    "TrainWindow",
-    "has_checkpoint",
-    "make_optimizer",
-    "prepare_run_dir",
-    "train",
-    "without_runtime_keys",
-]
 
 log = logging.getLogger(__name__)
 
@@ -69,48 +55,6 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
         return Engine(TextFamily(recipe, context), recipe, Path(run_dir), resume, context).run()
     finally:
         distributed.teardown(context)
-
-
-class TrainWindow:
-    """Sums of the honest terms over the steps since the last log line.
-
-    The loss, rec and KL sums stay tensors on the model's device, so a step never waits for the
-    device to report a number; ``sums`` turns them into floats (once per log line)."""
-
-    def __init__(self):
-        self.started = time.perf_counter()
-        self.sentences = self.tokens = 0
-        self._terms: torch.Tensor | None = None  # (3,) float64: loss, rec, kl
-
-    def add(self, terms, sentences: int, tokens: int) -> None:
-        rec, kl = terms.rec.detach().sum(), terms.kl.detach().sum()
-        step_sums = torch.stack([rec + kl, rec, kl]).double()  # (3,)
-        self._terms = step_sums if self._terms is None else self._terms + step_sums
-        self.sentences += sentences
-        self.tokens += tokens
-
-    def add_step(self, outcome: StepOutcome) -> None:
-        self.add(outcome.terms, outcome.examples, outcome.tokens)
-
-    def sums(self) -> dict[str, float]:
-        loss, rec, kl = self._terms.tolist() if self._terms is not None else (0.0, 0.0, 0.0)
-        return {"loss": loss, "rec": rec, "kl": kl, "sentences": self.sentences, "tokens": self.tokens}
-
-    def postfix(self, elapsed: float) -> dict[str, str]:
-        sums = self.sums()
-        return {
-            "tok_s": f"{sums['tokens'] / max(elapsed, 1e-9):.0f}",
-            "loss": f"{sums['loss'] / sums['sentences']:.2f}",
-            "kl": f"{sums['kl'] / sums['sentences']:.3f}",
-        }
-
-    def report(self, dist: distributed.Context, elapsed: float) -> tuple[dict[str, float], dict[str, float]]:
-        """Per-sentence means of loss, rec and KL over every process's sentences, and tokens/s."""
-        keys = ("loss", "rec", "kl", "sentences", "tokens")
-        sums = self.sums()
-        totals = dict(zip(keys, distributed.sum_across(dist, [sums[k] for k in keys]), strict=True))
-        means = {key: totals[key] / totals["sentences"] for key in ("loss", "rec", "kl")}
-        return means, {"tokens_per_s": totals["tokens"] / max(elapsed, 1e-9)}
 
 
 @dataclass
@@ -148,7 +92,7 @@ class StrategyStepper:
             dist=self.dist,
         )
         terms, updated = self.strategy.train_step(context, batch.batch)
-        return StepOutcome(updated, terms, len(batch.batch), batch.num_tokens)
+        return StepOutcome(updated, terms, len(batch.batch), batch.num_tokens, grad_norms=context.grad_norms)
 
 
 class TextFamily:
@@ -156,6 +100,13 @@ class TextFamily:
 
     def __init__(self, recipe: Recipe, context: distributed.Context):
         self.recipe, self.cfg, self.dist = recipe, recipe.train, context
+        # set by the engine's phases, in this order: check_recipe, load_data, build, stepper
+        self.strategy: Strategy | None = None
+        self.vocab: Vocab | None = None
+        self.train_split = self.valid_split = None  # EncodedSplit
+        self.rank_valid_indices = None  # this process's share of the validation sentences
+        self.model: torch.nn.Module | None = None
+        self.graph_stepper: GraphStepper | None = None  # the stepper, when the step runs as CUDA graphs
 
     def check_resumed(self, payload: dict) -> None:
         """A text run's config decides (``read_resumable`` compares it)."""
@@ -217,7 +168,6 @@ class TextFamily:
 
     def stepper(self, optimizer: torch.optim.Optimizer, forward: torch.nn.Module) -> StrategyStepper | GraphStepper:
         """The strategy's step, or on CUDA (``train.cuda_graphs``) the standard step captured as CUDA graphs."""
-        self.graph_stepper = None
         host = StrategyStepper(
             self.strategy, self.model, optimizer, self.cfg.grad_clip, forward, self.dist, self.random_batch
         )
@@ -256,8 +206,10 @@ class TextFamily:
             loss_scale = self.dist.world_size * len(batch) / len(indices)
             yield TextBatch(batch.to_device(self.dist.device), batch.num_target_tokens, loss_scale, len(batches))
 
-    def new_window(self) -> TrainWindow | GraphWindow:
-        return GraphWindow(self.graph_stepper) if getattr(self, "graph_stepper", None) else TrainWindow()
+    def new_window(self) -> TrainWindow:
+        """The train record's sums: the graphed step's own device tensors, else a window of the host's."""
+        sums = self.graph_stepper.state.sums if self.graph_stepper is not None else None
+        return TrainWindow(self.dist.device, norm_keys(self.model), sums)
 
     def validate(self, step: int) -> tuple[dict, str]:
         """−ELBO, rec, KL, PPL and MI over the seeded validation subset, summed across processes."""

@@ -35,6 +35,7 @@ from textvae import distributed
 from textvae.engine import Engine, StepOutcome, TrainSummary
 from textvae.engine.state import seed_everything
 from textvae.errors import TextVAEError
+from textvae.eval_device import resolve_device
 from textvae.image.checkpoint import FAMILY, build_image_model, save_image_checkpoint
 from textvae.image.config import ImageRecipe
 from textvae.image.data import batch_generator, epoch_order, load_image_split
@@ -48,7 +49,7 @@ def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) 
     """Train ``recipe`` into ``run_dir`` (module docstring); ``resume`` continues from ``last.pt``."""
     if distributed.launched_world_size() > 1:
         raise TextVAEError("image models train in one process; torchrun is not supported for them")
-    context = distributed.Context(device=distributed.resolve_device(recipe.train.device))
+    context = distributed.Context(device=resolve_device(recipe.train.device, "train.device"))
     return Engine(ImageFamily(recipe, Path(run_dir), context.device), recipe, Path(run_dir), resume, context).run()
 
 
