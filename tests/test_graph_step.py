@@ -1,4 +1,4 @@
-"""The sync-free step (textvae.graph_step) against the host-synchronised step of textvae.strategies."""
+"""The sync-free step (textvae.cuda.sync_free_step) against the host-synchronised step of textvae.strategies."""
 
 import math
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from tests.conftest import tiny_vae_spec
+from textvae.cuda.sync_free_step import SyncFreeStep, text_loss_fn
 from textvae.data.batching import collate
 from textvae.engine.state import make_optimizer
 from textvae.engine.step import StepOutcome
 from textvae.engine.train_record import TrainWindow, norm_keys
-from textvae.graph_step import SyncFreeStep, text_loss_fn
 from textvae.models import build_model
 from textvae.remedies.kl_annealing import KLAnnealing
 from textvae.strategies import StandardStrategy, StepContext

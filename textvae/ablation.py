@@ -42,10 +42,10 @@ from textvae.config import (
     read_recipe_tables,
     read_toml,
 )
+from textvae.cuda.mps import MPSDaemon, cuda_wanted
 from textvae.errors import TextVAEError
 from textvae.families import any_recipe_from_dict
 from textvae.image.config import ImageRecipe
-from textvae.mps import MPSDaemon, cuda_wanted
 from textvae.report import ROW_METRICS, results_csv, results_markdown, summarize
 from textvae.verdicts import reference_spec
 

@@ -124,7 +124,7 @@ class TrainConfig:
     # a wall-clock cap on this run's training (a runtime key): the run stops at the first step past it, is
     # validated and marked finished, and its metrics.jsonl says it stopped on time, not on its stopping rule
     max_minutes: float | None = None
-    # the training step captured as CUDA graphs (textvae.graph_cache): "auto" = on for a CUDA device when the
+    # the training step captured as CUDA graphs (textvae.cuda.graph_cache): "auto" = on for a CUDA device when the
     # recipe's parts support it (single process, a strategy and model that capture), true = on (an error where
     # it cannot be), false = the uncaptured step
     cuda_graphs: bool | Literal["auto"] = "auto"

@@ -150,8 +150,8 @@ class Strategy:
 
     needs_latent = False  # True when the strategy trains an inference network
     supports_distributed = False  # True when every rank makes the same forward/backward calls in a step
-    # True when ``needs_host_step`` says when a step is the standard step, which textvae.graph_step runs
-    # without host synchronisation and textvae.graph_cache captures as a CUDA graph
+    # True when ``needs_host_step`` says when a step is the standard step, which textvae.cuda.sync_free_step runs
+    # without host synchronisation and textvae.cuda.graph_cache captures as a CUDA graph
     supports_cuda_graphs = False
 
     def train_step(self, ctx: StepContext, batch) -> tuple[ElboTerms, bool]:
@@ -160,7 +160,7 @@ class Strategy:
 
     def needs_host_step(self, step: int) -> bool:
         """Whether the step after ``step`` optimizer steps must be ``train_step`` (the host decides
-        something); False: it is the standard step (``textvae.graph_stepper`` may capture it)."""
+        something); False: it is the standard step (``textvae.cuda.graph_stepper`` may capture it)."""
         return True
 
     def after_validation(self, valid: dict) -> None:

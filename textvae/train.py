@@ -27,6 +27,7 @@ import torch
 from textvae import __version__, distributed, registry
 from textvae.checkpoint import FORMAT, write_checkpoint_payload
 from textvae.config import Recipe
+from textvae.cuda.graph_stepper import GraphStepper, cuda_graphs_decision
 from textvae.data.batching import Batch, bucketed_batches, collate, iterate_batches
 from textvae.data.corpus import build_vocab, encode_split, load_text
 from textvae.data.vocab import BOS, EOS, PAD, Vocab
@@ -41,7 +42,6 @@ from textvae.evaluation.validation import (
     validation_from_sums,
     validation_sums,
 )
-from textvae.graph_stepper import GraphStepper, cuda_graphs_decision
 from textvae.models import build_model
 from textvae.strategies import StepContext, Strategy
 

@@ -191,7 +191,7 @@ class Engine:
         return True
 
     def settle(self, step: int | None = None) -> bool:
-        """A stepper that counts skipped steps on the device (``textvae.graph_stepper.GraphStepper``)
+        """A stepper that counts skipped steps on the device (``textvae.cuda.graph_stepper.GraphStepper``)
         corrects ``progress`` before the host acts on the step count: when an event (log, validate,
         stop, checkpoint) is due at ``step``, or always (``step`` None). True when steps were taken back."""
         settle, cfg = getattr(self.stepper, "settle", None), self.cfg

@@ -2,7 +2,7 @@
 
 A train record covers the optimizer steps since the last one (the window). Its sums are one float64
 tensor on the device (``SUM_NAMES``), added to by the host step (``TrainWindow.add_step``) and by the
-graphed step itself (``textvae.graph_step``), and read only when a record is written:
+graphed step itself (``textvae.cuda.sync_free_step``), and read only when a record is written:
 
 - loss, rec and KL per sentence (loss = rec + KL, the honest −ELBO, never the remedies' objective),
   and tokens per second;

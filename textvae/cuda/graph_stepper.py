@@ -1,7 +1,7 @@
 """The engine's stepper for graphed text training (``train.cuda_graphs``), and when to use it.
 
 ``GraphStepper`` fits the engine's seam (``textvae.engine.step.Stepper``): each ``step`` runs the
-sync-free step (``textvae.graph_step``), captured per batch shape (``textvae.graph_cache``), and
+sync-free step (``textvae.cuda.sync_free_step``), captured per batch shape (``textvae.cuda.graph_cache``), and
 returns at once, without asking the device whether the update was finite. The engine therefore
 counts every batch as a step; ``settle`` — called whenever the engine is about to log, validate,
 checkpoint or stop — reads the device counters (the one synchronisation) and corrects the host's
@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from textvae import distributed
+from textvae.cuda.graph_cache import Capture, GraphedStep
+from textvae.cuda.sync_free_step import SyncFreeStep, text_loss_fn
 from textvae.engine.step import SkipPolicy, StepOutcome
 from textvae.errors import TextVAEError
-from textvae.graph_cache import Capture, GraphedStep
-from textvae.graph_step import SyncFreeStep, text_loss_fn
 
 log = logging.getLogger(__name__)
 
