@@ -48,7 +48,7 @@ from textvae.bench.models import FULL, TINY, seeded_model, vae_spec  # noqa: E40
 from textvae.checkpoint import resolve_checkpoint  # noqa: E402
 from textvae.data.batching import bucketed_batches, iterate_batches  # noqa: E402
 from textvae.data.corpus import encode_split  # noqa: E402
-from textvae.eval_device import logit_chunk_rows, matmul_precision, pass_rows  # noqa: E402
+from textvae.evaluation.device import logit_chunk_rows, matmul_precision, pass_rows  # noqa: E402
 from textvae.evaluation.importance import decoder_log_likelihood, draw_importance_samples  # noqa: E402
 from textvae.evaluation.validation import select_sentences  # noqa: E402
 

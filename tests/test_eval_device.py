@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from tests.conftest import REPO, tiny_lm_spec, tiny_vae_spec
-from textvae import evaluate as evaluate_module
 from textvae import metrics
 from textvae.data.corpus import EncodedSplit
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
-from textvae.eval_device import matmul_precision, resolve_device
-from textvae.evaluate import EvalSettings, evaluate
+from textvae.evaluation import evaluate as evaluate_module
 from textvae.evaluation import validation as validation_module
+from textvae.evaluation.device import matmul_precision, resolve_device
+from textvae.evaluation.evaluate import EvalSettings, evaluate
 from textvae.models import build_model
 
 GOLDEN = REPO / "tests" / "golden" / "evaluate_cpu.json"

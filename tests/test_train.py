@@ -11,7 +11,7 @@ from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 from textvae.config import recipe_from_dict
 from textvae.data.corpus import encode_split
 from textvae.errors import TextVAEError
-from textvae.evaluate import EvalSettings, evaluate
+from textvae.evaluation.evaluate import EvalSettings, evaluate
 from textvae.train import train
 
 

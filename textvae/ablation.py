@@ -158,8 +158,8 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
     from textvae.api import load_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.engine.run_dir import has_checkpoint
-    from textvae.eval_device import resolve_device
-    from textvae.evaluate import EvalSettings, evaluate
+    from textvae.evaluation.device import resolve_device
+    from textvae.evaluation.evaluate import EvalSettings, evaluate
     from textvae.train import train
 
     if threads is not None:

@@ -18,7 +18,7 @@ from textvae.data.corpus import sentence_tokens
 from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
 from textvae.errors import TextVAEError
-from textvae.eval_device import module_device, resolve_device
+from textvae.evaluation.device import module_device, resolve_device
 from textvae.generate import DecodeSettings, decode
 from textvae.models import build_model
 

@@ -18,7 +18,7 @@ from textvae import latent_cli
 from textvae.errors import TextVAEError
 
 log = logging.getLogger("textvae")
-DEVICES = ("auto", "cpu", "cuda")  # textvae.eval_device.DEVICES (not imported: torch loads only when needed)
+DEVICES = ("auto", "cpu", "cuda")  # textvae.evaluation.device.DEVICES (not imported: torch loads only when needed)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -302,7 +302,7 @@ def _cmd_eval_image(args) -> None:
 
 def _eval_device(args, configured: str):
     """``--device``, else the recipe's ``eval.device``: a torch.device, or a one-line error (no CUDA)."""
-    from textvae.eval_device import resolve_device
+    from textvae.evaluation.device import resolve_device
 
     return resolve_device(args.device or configured, "--device" if args.device else "eval.device")
 
@@ -315,7 +315,7 @@ def _cmd_eval(args) -> None:
     from textvae.api import load_checkpoint
     from textvae.checkpoint import atomic_write_text, resolve_checkpoint
     from textvae.data.corpus import encode_split
-    from textvae.evaluate import EvalSettings, evaluate
+    from textvae.evaluation.evaluate import EvalSettings, evaluate
     from textvae.report import markdown_table
 
     checkpoint_path = resolve_checkpoint(args.run, args.checkpoint)
@@ -344,13 +344,15 @@ def _cmd_eval(args) -> None:
 
     sys.stdout.write(markdown_table([(checkpoint_path.parent.name or str(checkpoint_path), metrics)]) + "\n")
     if args.generation:
-        from textvae.generation_metrics import GenerationSettings, evaluate_generation, generation_summary
+        from textvae.evaluation.generation_quality import GenerationSettings, evaluate_generation, generation_summary
 
         generation = GenerationSettings(args.num_samples, args.sample_strategy)
         metrics |= evaluate_generation(loaded.model, encoded, loaded.vocab, generation, settings)
         sys.stdout.write(generation_summary(metrics) + "\n")
     if loaded.model.has_latent:
-        from textvae.plots import plot_kl_per_dim  # matplotlib: imported only once there is something to plot
+        from textvae.evaluation.plots import (
+            plot_kl_per_dim,  # matplotlib: imported only once there is something to plot
+        )
 
         sys.stdout.write(
             f"IW-NLL {metrics['iw_nll']:.3f} ± {metrics['iw_nll_se']:.3f} (s.e. over sentences), "

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from textvae.eval_device import resolve_device
+from textvae.evaluation.device import resolve_device
 
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")

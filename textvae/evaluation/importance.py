@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from textvae.data.batching import Batch
 from textvae.distributions import standard_normal_log_prob
-from textvae.eval_device import decoder_autocast
+from textvae.evaluation.device import decoder_autocast
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 from textvae import metrics
 from textvae.data.batching import bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
-from textvae.eval_device import module_device
+from textvae.evaluation.device import module_device
 from textvae.objective import elbo_terms
 
 

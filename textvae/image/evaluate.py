@@ -39,13 +39,13 @@ from tqdm import tqdm
 from textvae import metrics
 from textvae.checkpoint import atomic_write_text
 from textvae.distributions import DiagGaussian
-from textvae.eval_device import MEMORY_FRACTION, module_device, resolve_device
+from textvae.evaluation.device import MEMORY_FRACTION, module_device, resolve_device
 from textvae.evaluation.metric_table import IMAGE_COLUMNS, Metric, columns
+from textvae.evaluation.plots import plot_kl_per_dim
 from textvae.image import figures as image_figures
 from textvae.image.config import ImageEvalConfig
 from textvae.image.data import ImageSplit, load_image_split
 from textvae.image.models.base import LossTerms
-from textvae.plots import plot_kl_per_dim
 
 
 def columns_for(results: list[dict]) -> list[Metric]:

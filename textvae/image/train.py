@@ -35,7 +35,7 @@ from textvae import distributed
 from textvae.engine import Engine, StepOutcome, TrainSummary
 from textvae.engine.state import seed_everything
 from textvae.errors import TextVAEError
-from textvae.eval_device import resolve_device
+from textvae.evaluation.device import resolve_device
 from textvae.image.checkpoint import FAMILY, build_image_model, save_image_checkpoint
 from textvae.image.config import ImageRecipe
 from textvae.image.data import batch_generator, epoch_order, load_image_split

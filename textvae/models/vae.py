@@ -14,7 +14,7 @@ from textvae.cross_entropy import linear_cross_entropy, output_layer_of, sequenc
 from textvae.data.batching import Batch
 from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
-from textvae.eval_device import decoder_autocast, device_index
+from textvae.evaluation.device import decoder_autocast, device_index
 from textvae.objective import VAEOutput
 from textvae.registry import ComponentSpec, register
 

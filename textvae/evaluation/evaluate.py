@@ -30,7 +30,7 @@ from textvae import metrics
 from textvae.data.batching import bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
 from textvae.errors import TextVAEError
-from textvae.eval_device import (
+from textvae.evaluation.device import (
     PRECISIONS,
     device_index,
     logit_chunk_rows,
