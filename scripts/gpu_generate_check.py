@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from textvae.batch_generation import generate_jsonl
 from textvae.config import recipe_from_dict
 from textvae.data.vocab import Vocab
-from textvae.generate import DecodeSettings, decode
+from textvae.generation.decoding import DecodeSettings, decode
+from textvae.generation.jsonl import generate_jsonl
 from textvae.models import build_model
 from textvae.train import save_checkpoint
 

@@ -14,12 +14,12 @@ import textvae
 from tests.conftest import REPO, tiny_vae_spec
 from textvae import cli
 from textvae.attributes import AttributeVectors, attribute_vectors, load_vectors, read_labelled, save_vectors
-from textvae.batch_generation import generate_jsonl
 from textvae.config import recipe_from_dict
 from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
 from textvae.errors import TextVAEError
-from textvae.generate import DecodeSettings
+from textvae.generation.decoding import DecodeSettings
+from textvae.generation.jsonl import generate_jsonl
 from textvae.models import build_model
 from textvae.neighbours import corpus_codes, nearest
 from textvae.train import save_checkpoint

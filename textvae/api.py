@@ -19,7 +19,7 @@ from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
 from textvae.errors import TextVAEError
 from textvae.evaluation.device import module_device, resolve_device
-from textvae.generate import DecodeSettings, decode
+from textvae.generation.decoding import DecodeSettings, decode
 from textvae.models import build_model
 
 

@@ -166,8 +166,8 @@ def cmd_neighbours(args) -> None:
 
 def cmd_generate(args, settings: dict) -> None:
     import textvae
-    from textvae.batch_generation import generate_jsonl
-    from textvae.generate import DecodeSettings
+    from textvae.generation.decoding import DecodeSettings
+    from textvae.generation.jsonl import generate_jsonl
     from textvae.neighbours import read_corpus
 
     sentences = read_corpus(args.file) if args.file is not None else None

@@ -38,7 +38,7 @@ from textvae.errors import TextVAEError
 from textvae.evaluation.device import module_device
 from textvae.evaluation.evaluate import EvalSettings
 from textvae.evaluation.validation import select_sentences
-from textvae.generate import DecodeSettings, decode
+from textvae.generation.decoding import DecodeSettings, decode
 
 
 @dataclass(frozen=True)
