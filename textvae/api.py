@@ -173,7 +173,7 @@ class TextModel:
 
     def attribute_vectors(self, pairs: Sequence[tuple[str, str]], batch_size: int = 256):
         """Per-label mean posterior codes of (label, sentence) pairs and their differences ``a_to_b``
-        (``textvae.attributes.AttributeVectors``): ``model.generate(z + s * vectors.vector("0_to_1"))``."""
-        from textvae.attributes import attribute_vectors
+        (``textvae.latent.attributes.AttributeVectors``): ``model.generate(z + s * vectors.vector("0_to_1"))``."""
+        from textvae.latent.attributes import attribute_vectors
 
         return attribute_vectors(self, pairs, batch_size)

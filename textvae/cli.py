@@ -14,8 +14,8 @@ import math
 import sys
 from pathlib import Path
 
-from textvae import latent_cli
 from textvae.errors import TextVAEError
+from textvae.latent import commands as latent_cli
 
 log = logging.getLogger("textvae")
 DEVICES = ("auto", "cpu", "cuda")  # textvae.evaluation.device.DEVICES (not imported: torch loads only when needed)
