@@ -10,9 +10,9 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from textvae.ablation import load_ablation, run_ablation
 from textvae.errors import TextVAEError
 from textvae.faults import ENV_VAR
+from textvae.reproduction.ablation import load_ablation, run_ablation
 
 SENTENCES = [
     f"the {a} saw a {b} near the {c}"
@@ -267,7 +267,7 @@ def _alive(pid: int) -> bool:
 def test_a_rows_budget_counts_the_epochs_it_started(tmp_path, events, epochs):
     from types import SimpleNamespace
 
-    from textvae.ablation import _budget
+    from textvae.reproduction.ablation import _budget
 
     lines = [{"event": e, **({"epoch": n} if n is not None else {})} for e, n in events]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")

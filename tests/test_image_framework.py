@@ -19,7 +19,6 @@ from torch import nn
 
 from tests.conftest import REPO, SHARED_DATA
 from textvae import registry
-from textvae.ablation import load_ablation
 from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 from textvae.cli import main
 from textvae.config import Recipe
@@ -36,6 +35,7 @@ from textvae.image.config import (
 from textvae.image.data import load_image_split
 from textvae.image.evaluate import codebook_usage, evaluate_image, importance_log_weights
 from textvae.image.models.base import IMAGE_CONTEXT, LossTerms
+from textvae.reproduction.ablation import load_ablation
 
 TINY_VAE = "test_tiny_image_vae"
 TINY_CODES = "test_tiny_image_codes"
@@ -348,7 +348,7 @@ def test_missing_data_and_corrupt_checkpoints_are_one_line_errors(trained, recip
 
 
 def test_an_image_beta_ablation_tabulates_image_columns(recipe_file, tmp_path):
-    from textvae.ablation import run_ablation
+    from textvae.reproduction.ablation import run_ablation
 
     ablation = tmp_path / "ablation.toml"
     ablation.write_text(

@@ -8,9 +8,9 @@ import subprocess
 import pytest
 import torch
 
-from textvae.ablation import run_ablation
 from textvae.cuda import mps
 from textvae.cuda.mps import MPSDaemon, cuda_wanted
+from textvae.reproduction.ablation import run_ablation
 
 BINARY = "/usr/bin/nvidia-cuda-mps-control"
 

@@ -260,7 +260,7 @@ def _cmd_eval_image(args) -> None:
     from textvae.checkpoint import resolve_checkpoint
     from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.evaluate import columns_for, evaluate_image_run
-    from textvae.report import markdown_table
+    from textvae.reproduction.tables import markdown_table
 
     if args.matmul_precision is not None:
         raise TextVAEError("--matmul-precision is for text runs; an image run evaluates in fp32")
@@ -316,7 +316,7 @@ def _cmd_eval(args) -> None:
     from textvae.checkpoint import atomic_write_text, resolve_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.evaluation.evaluate import EvalSettings, evaluate
-    from textvae.report import markdown_table
+    from textvae.reproduction.tables import markdown_table
 
     checkpoint_path = resolve_checkpoint(args.run, args.checkpoint)
     loaded = load_checkpoint(checkpoint_path)
@@ -450,7 +450,7 @@ def _cmd_interpolate(args) -> None:
 
 
 def _cmd_ablate(args) -> None:
-    from textvae.ablation import results_markdown, run_ablation, summarize
+    from textvae.reproduction.ablation import results_markdown, run_ablation, summarize
 
     rows = run_ablation(
         args.ablation, args.out, jobs=args.jobs, seeds=args.seeds, overrides=args.overrides, only=args.only
@@ -487,18 +487,18 @@ def _mi_line(metrics: dict) -> str:
 
 def _cmd_report(args) -> None:
     from textvae.evaluation.metric_table import EVAL_COLUMNS, IMAGE_COLUMNS, columns
-    from textvae.report import markdown_table
+    from textvae.reproduction.tables import markdown_table
 
     if args.reproduction is not None or args.update:
-        from textvae.reproduction import reproduction_report
+        from textvae.reproduction.status import reproduction_report
 
         sys.stdout.write(reproduction_report(args.reproduction, args.results, args.update) + "\n")
         return
     if not args.results:
         raise TextVAEError("report: give an ablation directory or eval JSON files (or --reproduction RECIPES_DIR)")
     if len(args.results) == 1 and args.results[0].is_dir():
-        from textvae.ablation import write_results
-        from textvae.report import results_markdown, summarize
+        from textvae.reproduction.ablation import write_results
+        from textvae.reproduction.tables import results_markdown, summarize
 
         if not (args.results[0] / "results.json").is_file():
             raise TextVAEError(f"{args.results[0]}: not an ablation directory (no results.json)")

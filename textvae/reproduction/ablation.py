@@ -46,7 +46,7 @@ from textvae.cuda.mps import MPSDaemon, cuda_wanted
 from textvae.errors import TextVAEError
 from textvae.families import any_recipe_from_dict
 from textvae.image.config import ImageRecipe
-from textvae.report import ROW_METRICS, results_csv, results_markdown, summarize
+from textvae.reproduction.tables import ROW_METRICS, results_csv, results_markdown, summarize
 from textvae.verdicts import reference_spec
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def _budget(variant: Variant, run_dir: Path) -> dict[str, Any]:
 
     import torch
 
-    from textvae.plots import read_metrics
+    from textvae.engine.metrics_log import read_metrics
 
     records = read_metrics(run_dir / "metrics.jsonl")
     # train records carry the epoch they were in (0-based); the validation at an epoch's end already
@@ -348,7 +348,7 @@ def write_results(out_dir: Path, rows: list[dict[str, Any]], variants: list[Vari
     atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=2))
     atomic_write_text(out_dir / "results.md", results_markdown(summary) + "\n")
     atomic_write_text(out_dir / "results.csv", results_csv(summary))
-    from textvae.plots import plot_ablation
+    from textvae.reproduction.plots import plot_ablation
 
     slugs = {v.name: v.slug for v in variants} if variants else {r["variant"]: _slug(r["variant"]) for r in rows}
     plot_ablation(out_dir, rows, slugs)

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from textvae.engine.metrics_log import read_metrics
 from textvae.evaluation.plots import plt  # matplotlib with the headless backend already chosen
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl ([] when there is none)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def plot_ablation(out_dir: Path, rows: Sequence[dict], slugs: dict[str, str]) -> None:
