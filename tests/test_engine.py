@@ -21,8 +21,8 @@ from textvae.checkpoint import read_checkpoint
 from textvae.config import recipe_from_dict
 from textvae.data.batching import bucketed_batches, collate
 from textvae.data.corpus import build_vocab, encode_split, load_text
-from textvae.distributed import SINGLE_PROCESS
 from textvae.engine import Engine, StepOutcome
+from textvae.engine.distributed import SINGLE_PROCESS
 from textvae.engine.state import make_optimizer, seed_everything
 from textvae.errors import TextVAEError
 from textvae.image.checkpoint import build_image_model

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from tests.test_engine import LOGGED, PTB, golden_run, metrics_records, run_fingerprint, text_recipe
-from textvae import distributed
 from textvae import train as text_train
 from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 from textvae.cuda import graph_cache, graph_stepper
 from textvae.cuda.graph_stepper import GraphStepper
+from textvae.engine import distributed
 from textvae.errors import TextVAEError
 from textvae.strategies import AggressiveInference, StandardStrategy, Strategy
 from textvae.train import StrategyStepper, train

@@ -11,7 +11,7 @@ import torch
 
 from tests.test_graph_step import _batches, _model, _Train
 from textvae.cuda.sync_free_step import SyncFreeStep, text_loss_fn
-from textvae.distributed import SINGLE_PROCESS
+from textvae.engine.distributed import SINGLE_PROCESS
 from textvae.engine.state import make_optimizer
 from textvae.engine.step import StepOutcome
 from textvae.engine.train_record import NORMS, TrainWindow, norm_keys

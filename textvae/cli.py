@@ -192,7 +192,7 @@ def _cmd_bench(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from textvae.distributed import is_main_process
+    from textvae.engine.distributed import is_main_process
     from textvae.families import load_any_recipe
     from textvae.image.config import ImageRecipe
 

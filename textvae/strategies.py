@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from textvae import distributed
+from textvae.engine import distributed
 from textvae.engine.train_record import grad_norms, part_parameters
 from textvae.objective import ElboTerms, elbo_terms
 from textvae.registry import register
@@ -44,7 +44,7 @@ class StepContext:
     steps_per_epoch: int
     random_batch: Callable[[], object]  # a fresh batch of random training sentences
     forward: nn.Module | None = None  # what to call for a forward pass: the DistributedDataParallel wrapper, if any
-    loss_scale: float = 1.0  # world_size · n_rank / n_global under torch.distributed (see textvae.distributed)
+    loss_scale: float = 1.0  # world_size · n_rank / n_global under torch.distributed (see textvae.engine.distributed)
     dist: distributed.Context = distributed.SINGLE_PROCESS
     # set by each apply_update: ‖g‖₂ before clipping, all and per part (textvae.engine.train_record)
     grad_norms: dict[str, torch.Tensor] | None = None

@@ -10,7 +10,7 @@ checkpoint had seen.
 What is text-specific lives here (``TextFamily``): the vocabulary, length-bucketed batches, the
 strategy's step (``StrategyStepper``), the running sums of the honest terms (``TrainWindow``) and
 validation by −ELBO. Launched by ``torchrun``, the same loop runs in every process on its slice of
-each global batch, with DistributedDataParallel averaging the gradients (``textvae.distributed``).
+each global batch, with DistributedDataParallel averaging the gradients (``textvae.engine.distributed``).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import Any
 
 import torch
 
-from textvae import __version__, distributed, registry
+from textvae import __version__, registry
 from textvae.checkpoint import FORMAT, write_checkpoint_payload
 from textvae.config import Recipe
 from textvae.cuda.graph_stepper import GraphStepper, cuda_graphs_decision
 from textvae.data.batching import Batch, bucketed_batches, collate, iterate_batches
 from textvae.data.corpus import build_vocab, encode_split, load_text
 from textvae.data.vocab import BOS, EOS, PAD, Vocab
-from textvae.engine import Engine, StepOutcome
+from textvae.engine import Engine, StepOutcome, distributed
 from textvae.engine.state import TrainSummary, seed_everything
 from textvae.engine.train_record import TrainWindow, norm_keys
 from textvae.errors import TextVAEError
@@ -63,7 +63,7 @@ class TextBatch:
 
     batch: Batch
     num_tokens: int  # target tokens, counted on the host before the batch moved
-    loss_scale: float  # world_size · n_rank / n_global (textvae.distributed)
+    loss_scale: float  # world_size · n_rank / n_global (textvae.engine.distributed)
     steps_per_epoch: int
 
 

@@ -23,9 +23,9 @@ import logging
 import torch
 from torch import nn
 
-from textvae import distributed
 from textvae.cuda.graph_cache import Capture, GraphedStep
 from textvae.cuda.sync_free_step import SyncFreeStep, text_loss_fn
+from textvae.engine import distributed
 from textvae.engine.step import SkipPolicy, StepOutcome
 from textvae.errors import TextVAEError
 

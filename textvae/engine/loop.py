@@ -18,8 +18,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from textvae import distributed, faults
+from textvae import faults
 from textvae.checkpoint import atomic_write_text, read_checkpoint_or_previous
+from textvae.engine import distributed
 from textvae.engine.family import Family
 from textvae.engine.metrics_log import MetricsLog
 from textvae.engine.run_dir import prepare_run_dir, read_resumable

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from textvae import distributed
+from textvae.engine import distributed
 from textvae.engine.metrics_log import MetricsLog
 from textvae.engine.state import Progress
 from textvae.errors import TextVAEError

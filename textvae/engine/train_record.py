@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from textvae import distributed
+from textvae.engine import distributed
 from textvae.engine.step import StepOutcome
 
 TERM_SUMS = ("loss", "rec", "kl", "sentences", "tokens")

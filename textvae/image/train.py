@@ -31,8 +31,7 @@ from typing import Any
 
 import torch
 
-from textvae import distributed
-from textvae.engine import Engine, StepOutcome, TrainSummary
+from textvae.engine import Engine, StepOutcome, TrainSummary, distributed
 from textvae.engine.state import seed_everything
 from textvae.errors import TextVAEError
 from textvae.evaluation.device import resolve_device
