@@ -10,11 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from textvae import registry
-from textvae.cross_entropy import linear_cross_entropy, output_layer_of, sequence_nll, token_nll
 from textvae.data.batching import Batch
 from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
 from textvae.evaluation.device import decoder_autocast, device_index
+from textvae.models.cross_entropy import linear_cross_entropy, output_layer_of, sequence_nll, token_nll
 from textvae.objective import VAEOutput
 from textvae.registry import ComponentSpec, register
 
