@@ -29,6 +29,7 @@ from tqdm import tqdm
 from textvae import metrics
 from textvae.data.batching import bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
+from textvae.engine.machine import machine_fingerprint
 from textvae.errors import TextVAEError
 from textvae.evaluation.device import (
     PRECISIONS,
@@ -106,6 +107,7 @@ def evaluate(model, split: EncodedSplit, pad_id: int, settings: EvalSettings = E
     result.metrics["split"] = split.name
     result.metrics["device"] = str(device)
     result.metrics["matmul_precision"] = settings.matmul_precision
+    result.metrics |= machine_fingerprint()  # the CPU, its kernels and the threads: what the last digits depend on
     return result
 
 

@@ -43,6 +43,7 @@ from textvae.config import (
     read_toml,
 )
 from textvae.cuda.mps import MPSDaemon, cuda_wanted
+from textvae.engine.machine import ROW_THREADS, machine_fingerprint
 from textvae.errors import TextVAEError
 from textvae.families import any_recipe_from_dict
 from textvae.image.config import ImageRecipe
@@ -151,10 +152,27 @@ def _run_image_variant(variant: Variant, recipe: ImageRecipe, seed: int, run_dir
     }
 
 
-def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None) -> dict[str, Any]:
-    """Train (or resume) and evaluate one (variant, seed); returns its row. Runs in a worker process."""
+def row_threads(recipe: Recipe | ImageRecipe) -> int:
+    """A row's torch intra-op threads: the recipe's ``train.threads``, else one, whatever ``--jobs`` is,
+    so that ``--jobs 1`` and ``--jobs N`` give the same table (threads change the float rounding)."""
+    return recipe.train.threads or ROW_THREADS
+
+
+def run_variant(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
+    """Train (or resume) and evaluate one (variant, seed) with ``row_threads``; returns its row."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(row_threads(variant.recipe))
+    try:
+        row = _train_and_evaluate(variant, seed, run_dir)
+        fingerprint = machine_fingerprint()  # the CPU and threads the row ran with, for the table's machine
+        return row | {key: fingerprint[key] for key in ("cpu", "cpu_capability", "threads")}
+    finally:
+        torch.set_num_threads(threads)  # a row run in the ablation's own process (--jobs 1) leaves it as it was
+
+
+def _train_and_evaluate(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
     from textvae.api import load_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.engine.run_dir import has_checkpoint
@@ -162,8 +180,6 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
     from textvae.evaluation.evaluate import EvalSettings, evaluate
     from textvae.train import train
 
-    if threads is not None:
-        torch.set_num_threads(threads)
     recipe = _with_seed(variant.recipe, seed)
     if isinstance(recipe, ImageRecipe):
         return _run_image_variant(variant, recipe, seed, run_dir)
@@ -211,9 +227,9 @@ def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _run_and_save(variant: Variant, seed: int, run_dir: Path, threads: int | None) -> dict[str, Any]:
+def _run_and_save(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
     try:
-        row = run_variant(variant, seed, run_dir, threads)
+        row = run_variant(variant, seed, run_dir)
         row.update(_budget(variant, run_dir))
     except TextVAEError as err:
         row = {"variant": variant.name, "seed": seed, "error": str(err)}
@@ -314,11 +330,10 @@ def run_ablation(
     if jobs == 1:
         for variant, seed, run_dir in todo:
             log.info("== %s (seed %d) → %s", variant.name, seed, run_dir)
-            record(_run_and_save(variant, seed, run_dir, None))
+            record(_run_and_save(variant, seed, run_dir))
     else:
         # the variants with a non-standard strategy (aggressive training) cost the most: start them first
         todo.sort(key=lambda item: getattr(item[0].recipe, "strategy", {}).get("type", "standard") == "standard")
-        threads = max(1, (os.cpu_count() or 1) // jobs)
         # on a GPU the rows share it through the MPS daemon (started here if none runs, stopped after)
         cuda = cuda_wanted(getattr(v.recipe.train, "device", "auto") for v, _, _ in todo)
         with (
@@ -330,7 +345,7 @@ def run_ablation(
                 initargs=(os.getpid(),),
             ) as pool,
         ):
-            futures = [pool.submit(_run_and_save, v, s, d, threads) for v, s, d in todo]
+            futures = [pool.submit(_run_and_save, v, s, d) for v, s, d in todo]
             for future in as_completed(futures):
                 record(future.result())
     final = [rows[key] for key in order if key in rows]

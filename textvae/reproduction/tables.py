@@ -40,6 +40,14 @@ def _mi_marked(cell: str, key: str, value: float | None, se: float | None, kl: f
     return (cell + " †", True) if noise else (cell, False)
 
 
+def _machine_text(row: dict) -> str:
+    """Where a row ran: its GPU, or its CPU with the threads ("cpu (AMD EPYC, 1 thread)") where recorded."""
+    if row["device"] != "cpu" or "cpu" not in row:
+        return row["device"]
+    threads = row["threads"]
+    return f"cpu ({row['cpu']}, {threads} thread{'s' if threads != 1 else ''})"
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
@@ -61,7 +69,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 line[key] = _mean_std([float(v) for v in values])
         paper = (group or failed)[0].get("paper", {}) if (group or failed) else {}
         line["paper"] = paper if "tag" in paper else {}  # results written before 2026-12-04 cite no tagged row
-        line["device"] = ", ".join(sorted({r["device"] for r in group if r.get("device")})) or None
+        line["device"] = ", ".join(sorted({_machine_text(r) for r in group if r.get("device")})) or None
         line["date"] = max((r["date"] for r in group if r.get("date")), default=None)
         line["stopped_on_time"] = any(r.get("stopped_on_time") for r in group)
         if failed:
