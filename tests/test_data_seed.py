@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO
 from textvae.config import load_recipe
-from textvae.distributed import SINGLE_PROCESS
+from textvae.engine.distributed import SINGLE_PROCESS
 from textvae.engine.run_dir import without_runtime_keys
 from textvae.errors import TextVAEError
 from textvae.train import TextFamily

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from textvae.config import load_recipe
-from textvae.distributed import SINGLE_PROCESS
 from textvae.engine import Engine, StepOutcome
+from textvae.engine.distributed import SINGLE_PROCESS
 from textvae.objective import ElboTerms
 from textvae.train import TextBatch, TextFamily
 

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import torch
 
-from textvae import distributed
 from textvae.config import Recipe
-from textvae.engine import Engine, StepOutcome
+from textvae.engine import Engine, StepOutcome, distributed
 from textvae.engine.machine import machine_fingerprint
 from textvae.engine.state import TrainSummary
 from textvae.errors import TextVAEError
@@ -64,7 +63,7 @@ class FusedRowFamily(TextFamily):
         if shared is None:
             super().load_data(resumed)
             return
-        from textvae.evaluate import select_sentences
+        from textvae.evaluation.validation import select_sentences
 
         self.vocab, self.train_split, self.valid_split = shared.vocab, shared.train_split, shared.valid_split
         self.train_table = shared.train_table
@@ -247,11 +246,31 @@ class Lockstep:
         model, optimizer, objective, noise = self.model, self.optimizer, self.objective, self.noise
         result = fused_train_step(model, optimizer, objective, noise, first.batch, steps, spe, None, self.phases)
         updated = result.updated.tolist()
-        out = result.out
+        out, norms = result.out, self._grad_norms()
         return {
-            row: StepOutcome(updated[slot], RowTerms(out.rec[slot], out.kl[slot]), len(first.batch), first.num_tokens)
+            row: StepOutcome(
+                updated[slot],
+                RowTerms(out.rec[slot], out.kl[slot]),
+                len(first.batch),
+                first.num_tokens,
+                grad_norms={key: value[slot] for key, value in norms.items()},
+            )
             for slot, row in enumerate(rows)
         }
+
+    def _grad_norms(self) -> dict[str, torch.Tensor]:
+        """Each row's ‖g‖₂ before clipping (R,): of all its parameters, of its encoder and of its decoder
+        (``textvae.engine.train_record``: the unfused run's train record has the same three)."""
+        squares = {"grad_norm": 0.0, "grad_norm_encoder": 0.0, "grad_norm_decoder": 0.0}
+        for name, param in self.model.named_parameters():
+            if param.grad is None:
+                continue
+            square = param.grad.reshape(param.shape[0], -1).pow(2).sum(1)  # (R,)
+            squares["grad_norm"] = squares["grad_norm"] + square
+            part = "encoder" if name.startswith("enc_") else "decoder" if name.startswith(DECODER_PARTS) else None
+            if part:
+                squares[f"grad_norm_{part}"] = squares[f"grad_norm_{part}"] + square
+        return {key: torch.as_tensor(value).sqrt() for key, value in squares.items()}
 
     # --- the rows' unfused copies
     def pull(self, row: int, optimizer: bool) -> None:
@@ -348,6 +367,7 @@ class FusedGroup:
             self.lockstep.leave(row)
 
 
+DECODER_PARTS = ("dec_", "z_to_cell.", "output.")  # the fused names of the unfused model's decoder
 FUSIBLE_STRATEGIES = ("standard", "pretrain_reset")  # pretrain + reset: a per-row phase (RowPhases)
 
 

@@ -145,7 +145,7 @@ def run_group(
     ``finish_row(variant, run_dir, row)`` adds its budget and writes ``result.json``, ``run_alone(item)``
     trains a row by itself: the fallback when the rows' checkpoints stand at different batches."""
     from textvae.engine.fused_group import FusedGroup
-    from textvae.train import has_checkpoint
+    from textvae.engine.run_dir import has_checkpoint
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
