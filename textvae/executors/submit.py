@@ -10,7 +10,8 @@ directory like any other row, so the table is gathered from the run directories 
   their ``last.pt``. A SIGKILL (out of memory, ``scancel``) cannot be caught: the job ends, its rows
   show as failed, and the next ``ablate`` resubmits them, again resuming from their checkpoints.
 - **Snapshot.** The ``textvae`` package is copied to ``DIR/jobs/code/<time>/`` at submission and the
-  jobs import it from there (``PYTHONPATH``), so an edit of the code after submission does not
+  jobs import it from there (``PYTHONPATH``, and ``PYTHONSAFEPATH`` so that a checkout in the working
+  directory does not come first), so an edit of the code after submission does not
   change a queued or requeued job. The rows themselves travel resolved (recipes and overrides read
   at submission), so an edit of a recipe does not either.
 - **Slurm.** One ``sbatch`` job array, one array task per group. ``--out`` must be on a filesystem
@@ -57,9 +58,8 @@ class RowGroup:
         self.variants, self.seeds, self.out_dir, self.rows = variants, seeds, Path(out_dir), rows
 
     def __call__(self) -> list[dict[str, Any]]:
-        from textvae.ablation import run_rows
-
         import textvae
+        from textvae.ablation import run_rows
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
         log.info("code: %s", Path(textvae.__file__).parent)  # the snapshot taken at submission
@@ -112,7 +112,8 @@ def _executor(kind: str, out_dir: Path, settings: ExecutorSettings, code: Path):
     """A submitit executor for ``kind`` with the settings, the jobs importing ``code`` first."""
     import submitit
 
-    setup = [f"export PYTHONPATH={code}${{PYTHONPATH:+:$PYTHONPATH}}", *settings.setup]
+    # PYTHONSAFEPATH: `python -m` would put the working directory (a checkout, perhaps) before the snapshot
+    setup = [f"export PYTHONPATH={code}${{PYTHONPATH:+:$PYTHONPATH}} PYTHONSAFEPATH=1", *settings.setup]
     if kind == "local":
         executor = submitit.LocalExecutor(folder=jobs_dir(out_dir), max_num_timeout=MAX_TIMEOUTS)
         executor.update_parameters(
@@ -163,6 +164,7 @@ def run_on_cluster(
 
     out_dir = Path(out_dir)
     check_cluster(executor, out_dir, settings)
+    out_dir = out_dir.absolute()  # the jobs may start in another directory
     variants, seeds = select_variants(path, seeds, overrides, only)
     rows = [(v.name, v.slug, s) for v in variants for s in seeds]
     describe_ablation(out_dir, path, variants, seeds)
