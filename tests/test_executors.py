@@ -4,7 +4,10 @@ the GPU a row records, and the one-line errors of the executors' options."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import time
 
 import pytest
 
@@ -18,9 +21,11 @@ from textvae.faults import ENV_VAR
 pytest.importorskip("submitit")
 corpus = test_ablation.corpus  # the tiny corpus fixture
 
-QUICK = [  # quickstart rows cut to 20 steps and a small evaluation
+QUICK = [  # quickstart rows cut to 20 steps (a checkpoint every 5) and a small evaluation
     "--set",
     "train.max_steps=20",
+    "--set",
+    "train.checkpoint_every_steps=5",
     "--set",
     "train.validate_every_steps=20",
     "--set",
@@ -41,21 +46,46 @@ def _numbers(out) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in drop} for row in rows]
 
 
-def test_local_executor_gives_the_pools_numbers(tmp_path):
+def _job_process(controller: int) -> int:
+    """The process that runs a local job's callable: a descendant of the job's controller (its id)."""
+    from pathlib import Path
+
+    def descendants(pid: int) -> list[int]:
+        path = Path(f"/proc/{pid}/task/{pid}/children")
+        children = [int(c) for c in path.read_text().split()] if path.exists() else []
+        return children + [d for c in children for d in descendants(c)]
+
+    (task,) = [d for d in descendants(controller) if b"core._submit" in Path(f"/proc/{d}/cmdline").read_bytes()]
+    return task
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the job's process through Linux /proc")
+def test_local_executor_gives_the_pools_numbers_through_a_preemption(tmp_path):
     """Two quickstart rows: ``--jobs 2`` on this machine, and submitit's local executor with both rows in
-    one job (trained at the same time, as on a GPU under MPS): the same results.json numbers."""
+    one job (trained at the same time, as on a GPU under MPS). The job is preempted after the first
+    checkpoint (the USR2 signal submitit's handler catches; ``LocalJob._interrupt`` of submitit 1.5.4
+    signals the job's controller, which dies of it, so the test signals the job's own process): it
+    stops its rows, is requeued and resumes them. The same results.json numbers as the pool."""
     ablation = REPO / "recipes" / "quickstart" / "ablation.toml"
     only = ["--only", "VAE", "--only", "+free bits"]
     pool, local = tmp_path / "pool", tmp_path / "local"
     assert main(["ablate", str(ablation), "--out", str(pool), "--jobs", "2", *only, *QUICK]) == 0
-    args = ["ablate", str(ablation), "--out", str(local), "--executor", "local", "--rows-per-job", "2"]
-    assert main([*args, "--poll-seconds", "0.5", *only, *QUICK]) == 0
+    args = ["ablate", str(ablation), "--out", str(local), "--executor", "local", "--rows-per-job", "2", *only, *QUICK]
+    assert main([*args, "--detach"]) == 0
+    (job,) = json.loads((local / "jobs" / "jobs.json").read_text())
+    deadline = time.monotonic() + 300
+    while not list(local.glob("*/seed0/last.pt")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(_job_process(int(job["id"])), signal.SIGUSR2)
+    assert main([*args, "--poll-seconds", "0.5"]) == 0  # the job is still held: waits for it, no resubmission
     assert _numbers(local) == _numbers(pool)
     assert [row["variant"] for row in _numbers(local)] == ["VAE", "+free bits"]
-    jobs = json.loads((local / "jobs" / "jobs.json").read_text())
-    assert [len(job["rows"]) for job in jobs] == [2] and {job["executor"] for job in jobs} == {"local"}
-    logs = "".join(p.read_text() for p in (local / "jobs").glob("*_log.err"))
-    assert str(local / "jobs" / "code") in logs  # the jobs imported the snapshot taken at submission
+    assert len(json.loads((local / "jobs" / "jobs.json").read_text())) == 1
+    log = (local / "jobs" / f"{job['id']}_0_log.err").read_text()
+    assert "this job is preempted" in log and f"Requeued job {job['id']}" in log
+    assert log.count("job rows: VAE seed 0, +free bits seed 0") == 2  # the job ran twice
+    assert str(local / "jobs" / "code") in log  # the job imported the snapshot taken at submission
 
 
 def test_a_killed_job_leaves_its_rows_failed_and_the_next_ablate_resumes_them(tmp_path, corpus, monkeypatch, capsys):
