@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-COMMANDS = ("sbatch", "sacct", "scancel", "scontrol", "srun")
+COMMANDS = ("sbatch", "sacct", "squeue", "scancel", "scontrol", "srun")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -111,12 +111,19 @@ def main(command: str, argv: list[str]) -> None:
             if not os.environ.get("FAKE_SLURM_HOLD"):
                 _start_node(state_dir, task)
         print(f"Submitted batch job {job}")
-    elif command == "sacct":
+    elif command == "sacct":  # FAKE_SLURM_NO_ACCOUNTING: a cluster whose accounting lists nothing
         jobs = [argv[i + 1] for i, a in enumerate(argv) if a == "-j"]
         print("JobID|State|NodeList")
-        for state in sorted(state_dir.glob("*.state")):
+        listed = [] if os.environ.get("FAKE_SLURM_NO_ACCOUNTING") else sorted(state_dir.glob("*.state"))
+        for state in listed:
             if state.stem.split("_")[0] in jobs or state.stem in jobs:
                 print(f"{state.stem}|{state.read_text()}|fakenode")
+    elif command == "squeue":  # squeue --noheader --array --format=%i|%T --jobs=100_0,100_1: jobs not over
+        jobs = next(a for a in argv if a.startswith("--jobs=")).split("=", 1)[1].split(",")
+        for task in jobs:
+            state = state_dir / f"{task}.state"
+            if state.is_file() and state.read_text() in ("PENDING", "RUNNING", "REQUEUED"):
+                print(f"{task}|{state.read_text()}")
     elif command == "scancel":
         task = argv[0]
         name = argv[argv.index("--signal") + 1] if "--signal" in argv else "SIGKILL"

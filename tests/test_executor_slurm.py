@@ -83,6 +83,13 @@ def test_slurm_submission_requeue_status_and_no_resubmission(tmp_path, corpus, s
     assert main([*submit_args[:4], *ROWS, "--status"]) == 0
     status = capsys.readouterr().out
     assert "| LM | 0 | queued | 100_0 |" in status and "| VAE | 0 | queued | 100_1 |" in status
+    monkeypatch.setenv("FAKE_SLURM_NO_ACCOUNTING", "1")  # sacct lists nothing: squeue answers
+    submitit.SlurmJob.watcher.clear()
+    assert main([*submit_args[:4], *ROWS, "--status"]) == 0
+    assert "| LM | 0 | queued | 100_0 |" in capsys.readouterr().out
+    assert [c["argv"][-1] for c in fake_slurm.calls(slurm, "squeue")] == ["--jobs=100_0,100_1"]
+    monkeypatch.delenv("FAKE_SLURM_NO_ACCOUNTING")
+    submitit.SlurmJob.watcher.clear()
 
     # ablate again: the queued rows are not submitted twice
     assert main([*submit_args, "--detach"]) == 0
@@ -131,3 +138,17 @@ def test_slurm_without_sbatch_on_path_is_an_error(tmp_path, corpus, capsys, monk
     err = capsys.readouterr().err
     assert "sbatch is not on PATH" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_job_slurm_lists_nowhere_waits_only_for_a_while(tmp_path, slurm, monkeypatch):
+    """Neither sacct nor squeue knows the job (accounting lags, or the job is long gone): it counts as
+    queued for ACCOUNTING_LAG_S after its submission, then as over, so that its rows are resubmitted."""
+    from textvae.executors import jobs
+
+    monkeypatch.setenv("FAKE_SLURM_NO_ACCOUNTING", "1")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    entries = [
+        {"id": "7_0", "executor": "slurm", "rows": [["a", 0]], "submitted": now},
+        {"id": "8_0", "executor": "slurm", "rows": [["b", 0]], "submitted": "2026-01-01T00:00:00Z"},
+    ]
+    assert jobs.scheduler_states(tmp_path, entries) == {"7_0": "queued", "8_0": "over"}

@@ -448,8 +448,10 @@ def _cmd_interpolate(args) -> None:
 
 def _add_executor_options(ablate: argparse.ArgumentParser) -> None:
     """``ablate``'s GPUs and executors (``textvae.executors``)."""
+    from textvae.executors.settings import EXECUTORS
+
     ablate.add_argument("--gpus", default=None, metavar="I,J,...", help="spread --jobs over these GPUs (default: all)")
-    ablate.add_argument("--executor", choices=["pool", "local", "slurm"], default="pool", help="where rows run")
+    ablate.add_argument("--executor", choices=EXECUTORS, default="pool", help="where rows run")
     ablate.add_argument("--rows-per-job", type=int, default=None, help="rows one cluster job trains at once (4)")
     ablate.add_argument("--executor-config", type=Path, default=None, metavar="FILE", help="TOML: the settings below")
     ablate.add_argument("--slurm-partition", default=None)

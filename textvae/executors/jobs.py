@@ -4,8 +4,8 @@ Each submission appends its jobs (id, executor, rows) to ``jobs.json``. A row's 
 files first, then from the scheduler's view of the last job that held it:
 
 - ``done``: its ``result.json`` exists (whoever wrote it);
-- ``queued`` / ``running``: its last job waits or runs (Slurm through ``sacct``; a local job by its
-  process); a requeued or preempted job counts as queued;
+- ``queued`` / ``running``: its last job waits or runs (Slurm through ``sacct``, else ``squeue``; a
+  local job by its process); a requeued or preempted job counts as queued;
 - ``failed``: its last job ended without writing the row (the error, when the job left one);
 - ``started``: no job holds it, but a checkpoint exists (an interrupted ``ablate``; the next run resumes it);
 - ``pending``: nothing yet.
@@ -32,6 +32,7 @@ SUBMITTABLE = ("failed", "started", "pending")
 # sacct's states of a job that is not over (Slurm's "JOB STATE CODES"); the others end it
 _SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SUSPENDED", "RESIZING"}
 _SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
+ACCOUNTING_LAG_S = 600  # a job Slurm lists nowhere is taken as waiting for this long after its submission
 
 
 @dataclass
@@ -88,24 +89,60 @@ def _result(folder: Path, job_id: str) -> tuple[str, object] | None:
         return ("error", f"unreadable result {path.name}: {err}")
 
 
+def _slurm_state(state: str) -> str | None:
+    """``running``, ``queued`` or ``over`` for a Slurm job state (``CANCELLED by 12``, ``COMPLETED``);
+    None for one Slurm did not report."""
+    state = state.split()[0].upper().rstrip("+") if state.strip() else "UNKNOWN"
+    if state == "UNKNOWN":
+        return None
+    return "running" if state in _SLURM_RUNNING else "queued" if state in _SLURM_QUEUED else "over"
+
+
+def _squeue(job_ids: list[str]) -> dict[str, str] | None:
+    """The states squeue lists for these jobs (array tasks one by one); None when squeue cannot answer."""
+    import subprocess
+
+    command = ["squeue", "--noheader", "--array", "--format=%i|%T", f"--jobs={','.join(job_ids)}"]
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        log.debug("%s: %s", " ".join(command), err)
+        return None
+    return dict(line.strip().split("|", 1) for line in output.splitlines() if "|" in line)
+
+
+def _age_s(entry: dict) -> float:
+    submitted = datetime.datetime.strptime(entry["submitted"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    return (datetime.datetime.now(datetime.UTC) - submitted).total_seconds()
+
+
 def scheduler_states(out_dir: Path, entries: list[dict]) -> dict[str, str]:
-    """``queued``, ``running`` or ``over`` for each job id, asking Slurm once for all its jobs."""
+    """``queued``, ``running`` or ``over`` for each job id, asking Slurm once for all its jobs.
+
+    Slurm's accounting (``sacct``, what submitit reads) answers first; a job it does not list is looked
+    up in ``squeue``; a job neither lists is still waiting if it was submitted less than
+    ``ACCOUNTING_LAG_S`` ago, and over otherwise (its rows are then resubmitted)."""
     folder = jobs_dir(out_dir)
     states: dict[str, str] = {}
-    slurm = [e["id"] for e in entries if e["executor"] == "slurm" and _result(folder, e["id"]) is None]
+    slurm = [e for e in entries if e["executor"] == "slurm" and _result(folder, e["id"]) is None]
     if slurm:
         from submitit.slurm.slurm import SlurmJob
 
         watcher = SlurmJob.watcher
-        for job_id in slurm:
-            watcher.register_job(job_id)
+        for entry in slurm:
+            watcher.register_job(entry["id"])
         watcher.update()  # one sacct call for every job
-        for job_id in slurm:
-            state = watcher.get_state(job_id, mode="cache").split()[0].upper().rstrip("+")
-            # UNKNOWN: sacct does not list the job yet (just submitted): it is waiting
-            states[job_id] = (
-                "running" if state in _SLURM_RUNNING else "queued" if state in _SLURM_QUEUED | {"UNKNOWN"} else "over"
-            )
+        unlisted = []
+        for entry in slurm:
+            state = _slurm_state(watcher.get_state(entry["id"], mode="cache"))
+            if state is None:
+                unlisted.append(entry)
+            else:
+                states[entry["id"]] = state
+        listed = _squeue([e["id"] for e in unlisted]) if unlisted else {}
+        for entry in unlisted:
+            state = _slurm_state(listed.get(entry["id"], "")) if listed is not None else None
+            states[entry["id"]] = state or ("queued" if _age_s(entry) < ACCOUNTING_LAG_S else "over")
     for entry in entries:
         job_id = entry["id"]
         if job_id in states:

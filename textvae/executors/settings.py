@@ -24,6 +24,8 @@ from typing import Any
 
 from textvae.errors import TextVAEError
 
+EXECUTORS = ("pool", "local", "slurm")  # ablate --executor: this machine's worker pool, or submitit's executors
+
 
 @dataclass(frozen=True)
 class ExecutorSettings:

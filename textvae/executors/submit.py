@@ -26,6 +26,7 @@ import datetime
 import json
 import logging
 import multiprocessing
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -43,7 +44,6 @@ from textvae.executors.settings import ExecutorSettings
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("pool", "local", "slurm")
 LOCAL_ONLY = (Path("/tmp"), Path("/dev/shm"))  # node-local on every cluster: a job elsewhere would not see them
 # a row longer than one job's time limit continues in the requeued job: allow many of them
 # (fairseq's Slurm configs use 30), each resuming from the rows' checkpoints
@@ -79,7 +79,7 @@ class RowGroup:
         return DelayedSubmission(RowGroup(self.variants, self.seeds, self.out_dir, self.rows))
 
 
-def check_cluster(executor: str, out_dir: Path, settings: ExecutorSettings) -> None:
+def check_cluster(executor: str, out_dir: Path) -> None:
     """The one-line errors before anything is written or submitted."""
     try:
         import submitit  # noqa: F401
@@ -113,7 +113,8 @@ def _executor(kind: str, out_dir: Path, settings: ExecutorSettings, code: Path):
     import submitit
 
     # PYTHONSAFEPATH: `python -m` would put the working directory (a checkout, perhaps) before the snapshot
-    setup = [f"export PYTHONPATH={code}${{PYTHONPATH:+:$PYTHONPATH}} PYTHONSAFEPATH=1", *settings.setup]
+    path = f"{shlex.quote(str(code))}${{PYTHONPATH:+:$PYTHONPATH}}"
+    setup = [f"export PYTHONPATH={path} PYTHONSAFEPATH=1", *settings.setup]
     if kind == "local":
         executor = submitit.LocalExecutor(folder=jobs_dir(out_dir), max_num_timeout=MAX_TIMEOUTS)
         executor.update_parameters(
@@ -163,7 +164,7 @@ def run_on_cluster(
     from textvae.ablation import describe_ablation, select_variants
 
     out_dir = Path(out_dir)
-    check_cluster(executor, out_dir, settings)
+    check_cluster(executor, out_dir)
     out_dir = out_dir.absolute()  # the jobs may start in another directory
     variants, seeds = select_variants(path, seeds, overrides, only)
     rows = [(v.name, v.slug, s) for v in variants for s in seeds]
