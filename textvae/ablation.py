@@ -14,7 +14,8 @@ Each (variant, seed) trains in ``DIR/<variant>/seed<S>/`` and is evaluated with 
 ``[eval]`` settings; its row is written to ``result.json`` there. A finished row is never rerun,
 an interrupted training resumes from its ``last.pt``, and a failing variant is reported as a row
 with an ``error`` without stopping the others. ``DIR/results.json`` (all rows), ``results.md``,
-``results.csv`` (mean ± std over seeds) and PNG plots are rewritten after every row.
+``results.csv`` (mean ± std over seeds) and PNG plots are rewritten after every row. Where the rows
+run (``--jobs`` workers pinned to GPUs, or cluster jobs through submitit) is ``textvae.executors``.
 """
 
 from __future__ import annotations
