@@ -14,9 +14,9 @@ import pytest
 from tests import test_ablation
 from tests.conftest import REPO
 from tests.test_ablation import _write_ablation
-from textvae.ablation import load_ablation, run_rows
 from textvae.cli import main
 from textvae.faults import ENV_VAR
+from textvae.reproduction.ablation import load_ablation, run_rows
 
 pytest.importorskip("submitit")
 corpus = test_ablation.corpus  # the tiny corpus fixture

@@ -3,7 +3,7 @@
 ``row_pool`` starts N spawned worker processes (``ProcessPoolExecutor``). Each takes the next device
 of ``plan`` (``textvae.executors.devices``) from a queue as it starts and pins itself to it; when
 several workers share one GPU the MPS control daemon runs for the whole block (one daemon serves
-every GPU of a node; ``textvae.mps``). A worker ends by itself when the process that started it
+every GPU of a node; ``textvae.cuda.mps``). A worker ends by itself when the process that started it
 is gone (a killed ``ablate``), and the row it trained resumes from its last checkpoint.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+from textvae.cuda.mps import MPSDaemon
 from textvae.executors import devices
-from textvae.mps import MPSDaemon
 
 
 def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:

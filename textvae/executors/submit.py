@@ -1,7 +1,7 @@
 """``textvae ablate --executor local|slurm``: the rows as groups, each group one checkpointable submitit job.
 
 A job holds ``rows_per_job`` rows and trains them at the same time, as ``ablate --jobs`` does on one
-machine (``textvae.ablation.run_rows``: one worker per row, MPS when they share a GPU, spread over
+machine (``textvae.reproduction.ablation.run_rows``: one worker per row, MPS when they share a GPU, spread over
 the job's GPUs when it has several). Its rows write ``result.json`` into the shared ``--out``
 directory like any other row, so the table is gathered from the run directories whatever ran them.
 
@@ -59,7 +59,7 @@ class RowGroup:
 
     def __call__(self) -> list[dict[str, Any]]:
         import textvae
-        from textvae.ablation import run_rows
+        from textvae.reproduction.ablation import run_rows
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
         log.info("code: %s", Path(textvae.__file__).parent)  # the snapshot taken at submission
@@ -161,7 +161,7 @@ def run_on_cluster(
     """Submit the rows that no job holds and that are not done, in groups of ``rows_per_job``; then
     (unless ``detach``) wait for every row, showing progress, and write the table. Returns the rows
     (None when detached)."""
-    from textvae.ablation import describe_ablation, select_variants
+    from textvae.reproduction.ablation import describe_ablation, select_variants
 
     out_dir = Path(out_dir)
     check_cluster(executor, out_dir)
@@ -203,7 +203,7 @@ def wait_for_rows(
 ) -> list[dict[str, Any]]:
     """Poll the rows' states until none is queued or running, logging each change; then write the table.
     ``jobs``: the jobs this process submitted (a finished local job is reaped, or it would look alive)."""
-    from textvae.ablation import write_results
+    from textvae.reproduction.ablation import write_results
 
     rows = [(v.name, v.slug, s) for v in variants for s in seeds]
     shown = None
@@ -240,8 +240,8 @@ def status(
     only: list[str] | None = None,
 ) -> str:
     """``ablate FILE --out DIR --status``: every row's state, without submitting or writing anything."""
-    from textvae.ablation import select_variants
     from textvae.executors.jobs import status_table
+    from textvae.reproduction.ablation import select_variants
 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
