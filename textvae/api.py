@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from textvae.checkpoint import load_checkpoint, resolve_checkpoint
 from textvae.data.batching import Batch, collate
 from textvae.data.corpus import sentence_tokens
 from textvae.distributions import DiagGaussian
@@ -27,9 +26,12 @@ class TextModel:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, which: str = "best", device: str | None = "cpu") -> TextModel:
-        """The model of a run directory or checkpoint file (saved on any device) on ``device``:
-        ``cpu``, ``cuda``, ``auto`` (the GPU when CUDA is available) or None (the recipe's ``eval.device``)."""
-        loaded = load_checkpoint(resolve_checkpoint(path, which))  # weights mapped to the CPU first
+        """The model of a run directory, checkpoint file or exported directory (``textvae export``; ``which``
+        does not apply to it) on ``device``: ``cpu``, ``cuda``, ``auto`` (the GPU when CUDA is available)
+        or None (the recipe's ``eval.device``)."""
+        from textvae.hub.load import load_model
+
+        loaded, _ = load_model(path, which)  # weights mapped to the CPU first
         choice, what = (loaded.recipe.eval.device, "eval.device") if device is None else (device, "--device")
         return cls(loaded.model.to(resolve_device(choice, what)), loaded.vocab, loaded.recipe)
 
