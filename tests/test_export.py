@@ -200,3 +200,18 @@ def same_folder(path, folder) -> bool:
     from pathlib import Path
 
     return Path(path).resolve() == Path(folder).resolve()
+
+
+def test_a_subword_vocabulary_is_exported_with_the_tokenizer_s_own_file(tmp_path):
+    import sentencepiece
+
+    from textvae.data.vocab import Vocab, train_sentencepiece
+    from textvae.hub.model_dir import tokenizer_files
+
+    lines = [f"the {a} {b} jumps over the {c} ." for a in ("quick", "lazy") for b in ("fox", "dog") for c in "xyz"]
+    vocab = train_sentencepiece(lines * 5, "bpe", 40)
+    (name, data), *more = tokenizer_files(vocab).items()
+    assert name == "sentencepiece.model" and not more
+    processor = sentencepiece.SentencePieceProcessor(model_proto=data)  # readable without textvae
+    assert processor.get_piece_size() == len(vocab)
+    assert tokenizer_files(Vocab(words=("<pad>", "<s>", "</s>", "<unk>", "word"))) == {}
