@@ -2,18 +2,68 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from textvae.checkpoint import read_checkpoint_strict, resolve_checkpoint
+from textvae.config import Recipe, recipe_from_dict
 from textvae.data.batching import Batch, collate
 from textvae.data.corpus import sentence_tokens
+from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
 from textvae.errors import TextVAEError
-from textvae.eval_device import module_device, resolve_device
-from textvae.generate import DecodeSettings, decode
+from textvae.evaluation.device import module_device, resolve_device
+from textvae.generation.decoding import DecodeSettings, decode
+from textvae.hub.model_dir import WEIGHTS, is_export_dir, load_export
+from textvae.models import build_model
+
+
+@dataclass
+class LoadedCheckpoint:
+    recipe: Recipe
+    vocab: Vocab
+    model: torch.nn.Module
+    payload: dict[str, Any]
+
+
+def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Rebuild the model from the checkpoint's own config and vocab and load its weights strictly.
+
+    A damaged file is an error here, never silently replaced by an older one: the error names the
+    ``.prev`` copy training kept, if there is one, so the user can evaluate that one on purpose."""
+    payload = read_checkpoint_strict(path)
+    try:
+        recipe = recipe_from_dict(json.loads(payload["config"]), source=f"{path} (config)")
+        vocab = Vocab.from_json(payload["vocab"])
+    except (json.JSONDecodeError, TypeError) as err:
+        raise TextVAEError(f"{path}: checkpoint config or vocab is not valid JSON ({err})") from None
+    model = build_model(recipe.model, vocab, recipe.remedies)
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0][:160]
+        raise TextVAEError(f"{path}: weights do not fit the checkpoint's config/vocab ({reason})") from None
+    model.eval()
+    return LoadedCheckpoint(recipe, vocab, model, payload)
+
+
+def load_model(path: str | Path, which: str = "best") -> tuple[LoadedCheckpoint, Path]:
+    """The model of a run directory (its ``{which}.pt``), a checkpoint file or a directory written by
+    ``textvae export`` (``which`` does not apply: an export holds one set of weights), on the CPU in
+    eval mode, and the file its weights came from."""
+    path = Path(path)
+    if is_export_dir(path):
+        recipe, vocab, model, metadata = load_export(path)
+        payload = {"format": metadata["format"], "metadata": metadata}  # no checkpoint: the safetensors metadata
+        return LoadedCheckpoint(recipe, vocab, model, payload), path / WEIGHTS
+    checkpoint = resolve_checkpoint(path, which)
+    return load_checkpoint(checkpoint), checkpoint
 
 
 class TextModel:
@@ -29,8 +79,6 @@ class TextModel:
         """The model of a run directory, checkpoint file or exported directory (``textvae export``; ``which``
         does not apply to it) on ``device``: ``cpu``, ``cuda``, ``auto`` (the GPU when CUDA is available)
         or None (the recipe's ``eval.device``)."""
-        from textvae.hub.load import load_model
-
         loaded, _ = load_model(path, which)  # weights mapped to the CPU first
         choice, what = (loaded.recipe.eval.device, "eval.device") if device is None else (device, "--device")
         return cls(loaded.model.to(resolve_device(choice, what)), loaded.vocab, loaded.recipe)
@@ -140,7 +188,7 @@ class TextModel:
 
     def attribute_vectors(self, pairs: Sequence[tuple[str, str]], batch_size: int = 256):
         """Per-label mean posterior codes of (label, sentence) pairs and their differences ``a_to_b``
-        (``textvae.attributes.AttributeVectors``): ``model.generate(z + s * vectors.vector("0_to_1"))``."""
-        from textvae.attributes import attribute_vectors
+        (``textvae.latent.attributes.AttributeVectors``): ``model.generate(z + s * vectors.vector("0_to_1"))``."""
+        from textvae.latent.attributes import attribute_vectors
 
         return attribute_vectors(self, pairs, batch_size)

@@ -14,11 +14,11 @@ import math
 import sys
 from pathlib import Path
 
-from textvae import latent_cli
 from textvae.errors import TextVAEError
+from textvae.latent import commands as latent_cli
 
 log = logging.getLogger("textvae")
-DEVICES = ("auto", "cpu", "cuda")  # textvae.eval_device.DEVICES (not imported: torch loads only when needed)
+DEVICES = ("auto", "cpu", "cuda")  # textvae.evaluation.device.DEVICES (not imported: torch loads only when needed)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -203,8 +203,9 @@ def _cmd_bench(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from textvae.distributed import is_main_process
-    from textvae.image.config import ImageRecipe, load_any_recipe
+    from textvae.engine.distributed import is_main_process
+    from textvae.families import load_any_recipe
+    from textvae.image.config import ImageRecipe
 
     recipe = load_any_recipe(args.recipe, args.overrides)
     if isinstance(recipe, ImageRecipe):
@@ -242,7 +243,7 @@ def _output_paths(args, split: str) -> tuple[Path, Path]:
 
 
 def _is_image_run(path: Path) -> bool:
-    from textvae.image.train import is_image_run
+    from textvae.families import is_image_run
 
     return is_image_run(path)
 
@@ -269,9 +270,9 @@ def _write_posterior(path: Path, means, logvars) -> None:
 
 def _cmd_eval_image(args) -> None:
     from textvae.checkpoint import resolve_checkpoint
+    from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.evaluate import columns_for, evaluate_image_run
-    from textvae.image.train import load_image_checkpoint
-    from textvae.report import markdown_table
+    from textvae.reproduction.tables import markdown_table
 
     if args.matmul_precision is not None:
         raise TextVAEError("--matmul-precision is for text runs; an image run evaluates in fp32")
@@ -313,7 +314,7 @@ def _cmd_eval_image(args) -> None:
 
 def _eval_device(args, configured: str):
     """``--device``, else the recipe's ``eval.device``: a torch.device, or a one-line error (no CUDA)."""
-    from textvae.eval_device import resolve_device
+    from textvae.evaluation.device import resolve_device
 
     return resolve_device(args.device or configured, "--device" if args.device else "eval.device")
 
@@ -323,11 +324,11 @@ def _cmd_eval(args) -> None:
         _cmd_eval_image(args)
         return
 
+    from textvae.api import load_model
     from textvae.checkpoint import atomic_write_text
     from textvae.data.corpus import encode_split
-    from textvae.evaluate import EvalSettings, evaluate
-    from textvae.hub.load import load_model
-    from textvae.report import markdown_table
+    from textvae.evaluation.evaluate import EvalSettings, evaluate
+    from textvae.reproduction.tables import markdown_table
 
     loaded, checkpoint_path = load_model(args.run, args.checkpoint)  # a run, a checkpoint or an exported directory
     defaults = loaded.recipe.eval
@@ -354,13 +355,15 @@ def _cmd_eval(args) -> None:
 
     sys.stdout.write(markdown_table([(checkpoint_path.parent.name or str(checkpoint_path), metrics)]) + "\n")
     if args.generation:
-        from textvae.generation_metrics import GenerationSettings, evaluate_generation, generation_summary
+        from textvae.evaluation.generation_quality import GenerationSettings, evaluate_generation, generation_summary
 
         generation = GenerationSettings(args.num_samples, args.sample_strategy)
         metrics |= evaluate_generation(loaded.model, encoded, loaded.vocab, generation, settings)
         sys.stdout.write(generation_summary(metrics) + "\n")
     if loaded.model.has_latent:
-        from textvae.plots import plot_kl_per_dim  # matplotlib: imported only once there is something to plot
+        from textvae.evaluation.plots import (
+            plot_kl_per_dim,  # matplotlib: imported only once there is something to plot
+        )
 
         sys.stdout.write(
             f"IW-NLL {metrics['iw_nll']:.3f} ± {metrics['iw_nll_se']:.3f} (s.e. over sentences), "
@@ -388,8 +391,8 @@ def _cmd_sample_image(args) -> None:
     import torch
 
     from textvae.checkpoint import resolve_checkpoint
+    from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.figures import save_samples
-    from textvae.image.train import load_image_checkpoint
 
     if args.out is None:
         raise TextVAEError("an image run's samples are a PNG grid: give --out FILE.png")
@@ -458,7 +461,7 @@ def _cmd_interpolate(args) -> None:
 
 
 def _cmd_ablate(args) -> None:
-    from textvae.ablation import results_markdown, run_ablation, summarize
+    from textvae.reproduction.ablation import results_markdown, run_ablation, summarize
 
     rows = run_ablation(
         args.ablation, args.out, jobs=args.jobs, seeds=args.seeds, overrides=args.overrides, only=args.only
@@ -481,10 +484,11 @@ def _read_json(path: Path):
 
 def _mi_line(metrics: dict) -> str:
     """Both MI estimates with their Monte-Carlo standard errors, flagged when they read as noise."""
-    from textvae.reproduction import mi_is_noise
+    from textvae.evaluation.metric_table import MI_KEYS, title
+    from textvae.verdicts import mi_is_noise
 
     parts = []
-    for key, name in (("mi_batch", "MI(batch)"), ("mi_full", "MI(full)")):
+    for key, name in ((key, title(key)) for key in MI_KEYS):
         noise = mi_is_noise(metrics[key], metrics[f"{key}_se"], metrics["kl"])
         parts.append(f"{name} {metrics[key]:.3f} ± {metrics[f'{key}_se']:.3f}" + (" (noise: †)" if noise else ""))
     draws = metrics["mi_samples"]
@@ -493,17 +497,19 @@ def _mi_line(metrics: dict) -> str:
 
 
 def _cmd_report(args) -> None:
-    from textvae.report import COLUMNS, markdown_table
+    from textvae.evaluation.metric_table import EVAL_COLUMNS, IMAGE_COLUMNS, columns
+    from textvae.reproduction.tables import markdown_table
 
     if args.reproduction is not None or args.update:
-        from textvae.report import reproduction_report
+        from textvae.reproduction.status import reproduction_report
 
         sys.stdout.write(reproduction_report(args.reproduction, args.results, args.update) + "\n")
         return
     if not args.results:
         raise TextVAEError("report: give an ablation directory or eval JSON files (or --reproduction RECIPES_DIR)")
     if len(args.results) == 1 and args.results[0].is_dir():
-        from textvae.ablation import results_markdown, summarize, write_results
+        from textvae.reproduction.ablation import write_results
+        from textvae.reproduction.tables import results_markdown, summarize
 
         if not (args.results[0] / "results.json").is_file():
             raise TextVAEError(f"{args.results[0]}: not an ablation directory (no results.json)")
@@ -517,12 +523,10 @@ def _cmd_report(args) -> None:
         if not isinstance(result, dict) or "kind" not in result:
             raise TextVAEError(f"{path}: not a textvae evaluation results file")
         rows.append((path.parent.name if path.name.startswith("eval_") else path.stem, result))
-    columns = COLUMNS
+    keys = EVAL_COLUMNS
     if any(result["kind"] == "image" for _, result in rows):
-        from textvae.image.evaluate import IMAGE_COLUMNS
-
-        columns = [*IMAGE_COLUMNS, *(c for c in COLUMNS if c[0] not in {k for k, _, _ in IMAGE_COLUMNS})]
-    sys.stdout.write(markdown_table(rows, columns) + "\n")
+        keys = (*IMAGE_COLUMNS, *(k for k in EVAL_COLUMNS if k not in IMAGE_COLUMNS))
+    sys.stdout.write(markdown_table(rows, columns(keys)) + "\n")
 
 
 COMMANDS = {

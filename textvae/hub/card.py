@@ -113,6 +113,41 @@ def _kl_table(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _evaluation(
+    evaluations: Sequence[tuple[str, Mapping[str, Any]]], validation: Mapping[str, Any] | None
+) -> list[str]:
+    """The evaluation table (``textvae eval``'s, else the training log's validation) and KL per dimension."""
+    from textvae.reproduction.tables import markdown_table
+
+    lines: list[str] = []
+    if evaluations:
+        rows = [(split, result) for split, result in evaluations]
+        sizes = "; ".join(f"{s}: {r.get('num_sentences')} sentences, K = {r.get('iw_samples')}" for s, r in rows)
+        lines += [
+            f"`textvae eval` of the exported weights ({sizes} importance samples for IW-NLL):",
+            "",
+            markdown_table(rows, name_header="split"),
+            "",
+        ]
+        kl_source = evaluations[0][1]
+        kl_from = f"the {evaluations[0][0]} split"
+    elif validation:
+        lines += [
+            "No `textvae eval` results were in the run directory; the validation during training at the "
+            f"exported step ({validation.get('step')}):",
+            "",
+            markdown_table([("valid (training log)", validation)], name_header="split"),
+            "",
+        ]
+        kl_source, kl_from = validation, "validation during training"
+    else:
+        lines += ["Not evaluated: run `textvae eval OUT_DIR --split test` (give `--data-root` if the data moved).", ""]
+        kl_source, kl_from = {}, None
+    if kl_from is not None:
+        lines += [f"### KL per dimension and active units ({kl_from})", "", *_kl_table(kl_source), ""]
+    return lines
+
+
 def model_card(
     name: str,
     recipe: Recipe,
@@ -126,8 +161,6 @@ def model_card(
     """The card's Markdown. ``evaluations`` are (split, ``textvae eval`` results) of the exported
     checkpoint; ``validation`` the training log's validation record at the exported step (used when
     there are none)."""
-    from textvae.report import markdown_table
-
     description = f"{recipe.model['type']} text model" + (
         f" with a {recipe.model['latent_dim']}-dimensional latent variable" if "latent_dim" in recipe.model else ""
     )
@@ -157,31 +190,7 @@ def model_card(
         "## Evaluation",
         "",
     ]
-    if evaluations:
-        rows = [(split, result) for split, result in evaluations]
-        sizes = "; ".join(f"{s}: {r.get('num_sentences')} sentences, K = {r.get('iw_samples')}" for s, r in rows)
-        lines += [
-            f"`textvae eval` of the exported weights ({sizes} importance samples for IW-NLL):",
-            "",
-            markdown_table(rows, name_header="split"),
-            "",
-        ]
-        kl_source = evaluations[0][1]
-        kl_from = f"the {evaluations[0][0]} split"
-    elif validation:
-        lines += [
-            "No `textvae eval` results were in the run directory; the validation during training at the "
-            f"exported step ({validation.get('step')}):",
-            "",
-            markdown_table([("valid (training log)", validation)], name_header="split"),
-            "",
-        ]
-        kl_source, kl_from = validation, "validation during training"
-    else:
-        lines += ["Not evaluated: run `textvae eval OUT_DIR --split test` (give `--data-root` if the data moved).", ""]
-        kl_source, kl_from = {}, None
-    if kl_from is not None:
-        lines += [f"### KL per dimension and active units ({kl_from})", "", *_kl_table(kl_source), ""]
+    lines += _evaluation(evaluations, validation)
     command = reproduce_command(recipe)
     lines += ["## Reproduce", ""]
     if command:

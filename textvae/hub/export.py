@@ -15,7 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from textvae.checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint
+from textvae.api import load_checkpoint
+from textvae.checkpoint import read_checkpoint, resolve_checkpoint
 from textvae.errors import TextVAEError
 from textvae.hub.card import model_card
 from textvae.hub.model_dir import CARD, CONFIG, VOCAB, WEIGHTS, tokenizer_files, weights_bytes
@@ -72,7 +73,7 @@ def _run_progress(run_dir: Path, exported: dict) -> dict:
 
 def export_run(run: Path, out_dir: Path, which: str = "best") -> list[str]:
     """Export the run directory's ``{which}.pt`` into ``out_dir``; returns the names of the files written."""
-    from textvae.image.train import is_image_run
+    from textvae.families import is_image_run
 
     run, out_dir = Path(run), Path(out_dir)
     if not run.is_dir():

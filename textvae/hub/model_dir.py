@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from textvae import __version__
-from textvae.checkpoint import LoadedCheckpoint
-from textvae.config import recipe_from_dict
+from textvae.checkpoint import resolve_checkpoint
+from textvae.config import Recipe, recipe_from_dict
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
 
@@ -95,9 +95,17 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, metadata
 
 
-def load_export(folder: Path) -> LoadedCheckpoint:
+def weights_path(path: str | Path, which: str = "best") -> Path:
+    """The file that holds a model's weights: an exported directory's ``model.safetensors`` (``which`` does
+    not apply), a run directory's ``{which}.pt``, or the checkpoint file given."""
+    path = Path(path)
+    return path / WEIGHTS if is_export_dir(path) else resolve_checkpoint(path, which)
+
+
+def load_export(folder: Path) -> tuple[Recipe, Vocab, torch.nn.Module, dict[str, str]]:
     """Rebuild the model of an exported directory from its ``config.json`` and ``vocab.json`` and load
-    ``model.safetensors`` strictly. ``payload`` holds the safetensors metadata (there is no checkpoint)."""
+    ``model.safetensors`` strictly: (recipe, vocabulary, model on the CPU in eval mode, the safetensors
+    metadata). ``textvae.api.load_model`` loads any model folder."""
     from textvae.models import build_model
 
     folder = Path(folder)
@@ -118,7 +126,7 @@ def load_export(folder: Path) -> LoadedCheckpoint:
         reason = str(err).strip().splitlines()[0][:160]
         raise TextVAEError(f"{folder / WEIGHTS}: weights do not fit config.json/vocab.json ({reason})") from None
     model.eval()
-    return LoadedCheckpoint(recipe, vocab, model, {"format": FORMAT, "metadata": metadata})
+    return recipe, vocab, model, metadata
 
 
 def tokenizer_files(vocab: Vocab) -> dict[str, bytes]:

@@ -6,7 +6,7 @@ nats and bits/dim, ELBO, KL, AU, MI, reconstruction error and codebook perplexit
 An ablation file (TOML) names a ``base`` recipe and lists ``[[variants]]``. A variant has a
 ``name``, optionally its own ``recipe`` file instead of the base, optionally the published
 row it reproduces (``paper = {paper = ..., table = ..., row = ..., tag = ..., expected = {...}, tolerance
-= {...}}`` or the finding as ``expect = [...]``: ``textvae.reproduction``), and any recipe tables (``model``,
+= {...}}`` or the finding as ``expect = [...]``: ``textvae.verdicts``), and any recipe tables (``model``,
 ``[[variants.remedies]]``, ``strategy``, ``train``, ...) merged over its recipe, so the diff
 between two variants is the ablation row. Every variant is validated before anything runs.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -34,18 +33,25 @@ from pathlib import Path
 from typing import Any
 
 from textvae.checkpoint import atomic_write_text
-from textvae.config import Recipe, apply_override, deep_merge, read_recipe_tables, read_toml
+from textvae.config import (
+    Recipe,
+    ReferenceConfig,
+    _dataclass_from,
+    apply_override,
+    deep_merge,
+    read_recipe_tables,
+    read_toml,
+)
+from textvae.cuda.mps import MPSDaemon, cuda_wanted
 from textvae.engine.machine import ROW_THREADS, machine_fingerprint
 from textvae.errors import TextVAEError
-from textvae.image.config import ImageRecipe, any_recipe_from_dict
-from textvae.mps import MPSDaemon, cuda_wanted
+from textvae.families import any_recipe_from_dict
+from textvae.image.config import ImageRecipe
+from textvae.reproduction.tables import ROW_METRICS, results_csv, results_markdown, summarize
+from textvae.verdicts import reference_spec
 
 log = logging.getLogger(__name__)
 
-ROW_METRICS = ["iw_nll", "ppl_iw", "elbo", "rec", "kl", "mi_batch", "mi_full", "au", "nll", "ppl"]
-IMAGE_ROW_METRICS = ["bits_per_dim", "recon_mse", "recon_bce", "codebook_perplexity"]  # image rows only
-ROW_METRICS += IMAGE_ROW_METRICS
-ROW_METRICS += ["mi_batch_se", "mi_full_se"]  # Monte-Carlo standard errors of the MI estimates
 _VARIANT_KEYS = {"name", "recipe", "paper", "description"}
 _TOP_KEYS = {"base", "description", "seeds", "variants"}
 
@@ -55,7 +61,7 @@ class Variant:
     name: str
     slug: str  # its directory name
     recipe: Recipe | ImageRecipe
-    paper: dict[str, Any] = field(default_factory=dict)  # textvae.reproduction.reference_spec
+    paper: dict[str, Any] = field(default_factory=dict)  # textvae.verdicts.reference_spec
 
 
 def _slug(name: str) -> str:
@@ -99,12 +105,9 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[list[Var
 
 
 def _variant_reference(raw_variant: dict, recipe: Recipe | ImageRecipe, where: str) -> dict[str, Any]:
-    """The published row a variant reproduces (``textvae.reproduction.reference_spec``): its own
+    """The published row a variant reproduces (``textvae.verdicts.reference_spec``): its own
     ``paper`` table (the fields of ``[reference]``), else its recipe's ``[reference]`` when the
     variant changes nothing that trains (so "+annealing" over a VAE recipe does not cite the VAE's row)."""
-    from textvae.config import ReferenceConfig, _dataclass_from
-    from textvae.reproduction import reference_spec
-
     if "paper" in raw_variant:
         reference = _dataclass_from(ReferenceConfig, raw_variant["paper"], f"{where}: paper")
     elif "reference" in raw_variant or not set(raw_variant) & {"model", "remedies", "strategy", "train", "data"}:
@@ -123,9 +126,10 @@ def _with_seed(recipe: Recipe | ImageRecipe, seed: int) -> Recipe | ImageRecipe:
 
 def _run_image_variant(variant: Variant, recipe: ImageRecipe, seed: int, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) and evaluate one image (variant, seed); its eval JSON and figures stay in ``run_dir``."""
+    from textvae.engine.run_dir import has_checkpoint
+    from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.evaluate import evaluate_image_run
-    from textvae.image.train import load_image_checkpoint, train_image
-    from textvae.train import has_checkpoint
+    from textvae.image.train import train_image
 
     started = time.perf_counter()
     summary = train_image(recipe, run_dir, resume=has_checkpoint(run_dir))
@@ -169,11 +173,12 @@ def run_variant(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
 
 
 def _train_and_evaluate(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
-    from textvae.checkpoint import load_checkpoint
+    from textvae.api import load_checkpoint
     from textvae.data.corpus import encode_split
-    from textvae.eval_device import resolve_device
-    from textvae.evaluate import EvalSettings, evaluate
-    from textvae.train import has_checkpoint, train
+    from textvae.engine.run_dir import has_checkpoint
+    from textvae.evaluation.device import resolve_device
+    from textvae.evaluation.evaluate import EvalSettings, evaluate
+    from textvae.train import train
 
     recipe = _with_seed(variant.recipe, seed)
     if isinstance(recipe, ImageRecipe):
@@ -242,7 +247,7 @@ def _budget(variant: Variant, run_dir: Path) -> dict[str, Any]:
 
     import torch
 
-    from textvae.plots import read_metrics
+    from textvae.engine.metrics_log import read_metrics
 
     records = read_metrics(run_dir / "metrics.jsonl")
     # train records carry the epoch they were in (0-based); the validation at an epoch's end already
@@ -348,138 +353,6 @@ def run_ablation(
     return final
 
 
-def _machine_text(row: dict) -> str:
-    """Where a row ran: its GPU, or its CPU with the threads ("cpu (AMD EPYC, 1 thread)") where recorded."""
-    if row["device"] != "cpu" or "cpu" not in row:
-        return row["device"]
-    threads = row["threads"]
-    return f"cpu ({row['cpu']}, {threads} thread{'s' if threads != 1 else ''})"
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
-
-
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One line per variant (in row order): mean and std over seeds of every metric, the budget,
-    the published row it cites (``paper``) and its verdict (``textvae.reproduction``)."""
-    from textvae.reproduction import summary_verdicts
-
-    names = list(dict.fromkeys(row["variant"] for row in rows))
-    summary = []
-    for name in names:
-        group = [r for r in rows if r["variant"] == name and "error" not in r]
-        failed = [r for r in rows if r["variant"] == name and "error" in r]
-        line: dict[str, Any] = {"variant": name, "seeds": len(group), "failed": len(failed)}
-        for key in [*ROW_METRICS, "train_seconds", "train_steps", "train_epochs"]:
-            values = [r[key] for r in group if r.get(key) is not None]
-            if values:
-                line[key] = _mean_std([float(v) for v in values])
-        paper = (group or failed)[0].get("paper", {}) if (group or failed) else {}
-        line["paper"] = paper if "tag" in paper else {}  # results written before 2026-12-04 cite no tagged row
-        line["device"] = ", ".join(sorted({_machine_text(r) for r in group if r.get("device")})) or None
-        line["date"] = max((r["date"] for r in group if r.get("date")), default=None)
-        line["stopped_on_time"] = any(r.get("stopped_on_time") for r in group)
-        if failed:
-            line["error"] = failed[0]["error"]
-        summary.append(line)
-    summary_verdicts(summary)
-    return summary
-
-
-_MD_COLUMNS = [
-    ("iw_nll", "IW-NLL", 2),
-    ("bits_per_dim", "bits/dim", 4),
-    ("nll", "NLL (LM)", 2),
-    ("ppl_iw", "PPL(IW)", 2),
-    ("ppl", "PPL (LM)", 2),
-    ("elbo", "ELBO", 2),
-    ("rec", "Rec", 2),
-    ("kl", "KL", 3),
-    ("mi_batch", "MI(batch)", 3),
-    ("mi_full", "MI(full)", 3),
-    ("au", "AU", 1),
-    ("recon_mse", "Rec MSE", 4),
-    ("recon_bce", "Rec BCE", 2),
-    ("codebook_perplexity", "Codebook PPL", 1),
-    ("train_seconds", "train s", 0),
-]
-
-
-def _fmt(pair: tuple[float, float] | None, digits: int, seeds: int) -> str:
-    if pair is None:
-        return "—"
-    mean, std = pair
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if seeds > 1 else "")
-
-
-def _mi_cell(line: dict[str, Any], key: str, digits: int) -> str:
-    """An MI cell, marked † when it reads as estimator noise (``textvae.reproduction.mi_is_noise``)."""
-    from textvae.reproduction import mi_is_noise
-
-    cell = _fmt(line.get(key), digits, line["seeds"])
-    se, kl = line.get(f"{key}_se"), line.get("kl")
-    if key in line and mi_is_noise(line[key][0], se[0] if se else None, kl[0] if kl else None):
-        cell += " †"
-    return cell
-
-
-def results_markdown(summary: list[dict[str, Any]]) -> str:
-    """The table: mean (± std over seeds) of each metric, then the published row and the verdict
-    when a variant cites one; below it the verdicts' reasons and the published rows in full."""
-    from textvae.reproduction import MI_NOISE_NOTE, published_short, published_text
-
-    used = [c for c in _MD_COLUMNS if any(c[0] in line for line in summary)]
-    cited = any(line.get("paper") for line in summary)
-    header = ["variant", "seeds", *(title for _, title, _ in used), *(["published", "verdict"] if cited else [])]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for line in summary:
-        cells = [line["variant"], str(line["seeds"]) + (f" ({line['failed']} failed)" if line["failed"] else "")]
-        for key, _, digits in used:  # with one seed a count (AU) is printed as the integer it is
-            digits = 0 if key == "au" and line["seeds"] == 1 else digits
-            cell = _mi_cell(line, key, digits) if key.startswith("mi_") else _fmt(line.get(key), digits, line["seeds"])
-            cells.append(cell)
-        if cited:
-            cells += [published_short(line.get("paper", {})), line.get("verdict", {}).get("status", "—")]
-        lines.append("| " + " | ".join(cells) + " |")
-    notes = []
-    if any("†" in row for row in lines[2:]):
-        notes.append(MI_NOISE_NOTE)
-    reasons = [
-        f"- {line['variant']}: **{line['verdict']['status']}**: {line['verdict']['reason']}. "
-        f"Published: {published_text(line['paper'])}."
-        for line in summary
-        if "verdict" in line
-    ]
-    errors = [f"- {line['variant']}: {line['error']}" for line in summary if "error" in line]
-    return "\n".join(
-        lines
-        + (["", *notes] if notes else [])
-        + (["", "Verdicts:", *reasons] if reasons else [])
-        + (["", "Failed:", *errors] if errors else [])
-    )
-
-
-def results_csv(summary: list[dict[str, Any]]) -> str:
-    # the image columns only when a row has them: a text ablation's CSV keeps its columns
-    from textvae.reproduction import published_text
-
-    keys = [k for k, _, _ in _MD_COLUMNS if k not in IMAGE_ROW_METRICS or any(k in line for line in summary)]
-    extra = ["published", "verdict", "verdict_reason"]
-    lines = [",".join(["variant", "seeds", "failed", *(f"{k}_mean,{k}_std" for k in keys), *extra])]
-    for line in summary:
-        cells = [json.dumps(line["variant"]), str(line["seeds"]), str(line["failed"])]
-        for key in keys:
-            cells += [f"{line[key][0]:.6g}", f"{line[key][1]:.6g}"] if key in line else ["", ""]
-        verdict = line.get("verdict", {})
-        published = published_text(line["paper"]) if line.get("paper") else ""
-        cells += [json.dumps(published), json.dumps(verdict.get("status", "")), json.dumps(verdict.get("reason", ""))]
-        lines.append(",".join(cells))
-    return "\n".join(lines) + "\n"
-
-
 def write_results(out_dir: Path, rows: list[dict[str, Any]], variants: list[Variant] | None = None) -> None:
     """results.json (every row), results.md and results.csv (mean ± std over seeds), and the plots."""
     summary = summarize(rows)
@@ -490,7 +363,7 @@ def write_results(out_dir: Path, rows: list[dict[str, Any]], variants: list[Vari
     atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=2))
     atomic_write_text(out_dir / "results.md", results_markdown(summary) + "\n")
     atomic_write_text(out_dir / "results.csv", results_csv(summary))
-    from textvae.plots import plot_ablation
+    from textvae.reproduction.plots import plot_ablation
 
     slugs = {v.name: v.slug for v in variants} if variants else {r["variant"]: _slug(r["variant"]) for r in rows}
     plot_ablation(out_dir, rows, slugs)
