@@ -21,6 +21,7 @@ batches). AU, KL per dimension, Li et al.'s MI (bounded by log N) and IW-NLL are
 however the examples are batched; IW-NLL and both MIs depend on the random draws (``generator``).
 
 Units are nats. References:
+
 - He et al. 2019, "Lagging Inference Networks and Posterior Collapse in VAEs"
   (github jxhe/vae-lagging-encoder): active units, minibatch mutual information, IW-NLL, PPL.
 - Li et al. 2019, "A Surprisingly Effective Fix for Deep Latent Variable Modeling of Text"
