@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--seeds", type=_seed_list, default=None, help="N (seeds 0..N-1) or a list like 0,3,7")
     ablate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ablate.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this variant")
+    _add_executor_options(ablate)
 
     report = commands.add_parser("report", help="re-render an ablation directory, or tabulate eval results")
     report.add_argument("results", type=Path, nargs="*", help="an ablation directory, or eval JSON files")
@@ -460,12 +461,83 @@ def _cmd_interpolate(args) -> None:
         latent_cli.homotopy_plot(model, args, lines, shift)
 
 
+def _add_executor_options(ablate: argparse.ArgumentParser) -> None:
+    """``ablate``'s GPUs and executors (``textvae.executors``)."""
+    from textvae.executors.settings import EXECUTORS
+
+    ablate.add_argument("--gpus", default=None, metavar="I,J,...", help="spread --jobs over these GPUs (default: all)")
+    ablate.add_argument("--executor", choices=EXECUTORS, default="pool", help="where rows run")
+    ablate.add_argument("--rows-per-job", type=int, default=None, help="rows one cluster job trains at once (4)")
+    ablate.add_argument("--executor-config", type=Path, default=None, metavar="FILE", help="TOML: the settings below")
+    ablate.add_argument("--slurm-partition", default=None)
+    ablate.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="per job (240)")
+    ablate.add_argument("--slurm-gpus-per-job", type=int, default=None, metavar="N", help="(1)")
+    ablate.add_argument("--slurm-cpus-per-job", type=int, default=None, metavar="N")
+    ablate.add_argument("--slurm-account", default=None)
+    ablate.add_argument("--slurm-qos", default=None)
+    ablate.add_argument("--slurm-setup", action="append", default=[], metavar="LINE", help="e.g. 'module load cuda'")
+    ablate.add_argument("--detach", action="store_true", help="submit and return; --status shows the rows")
+    ablate.add_argument("--status", action="store_true", help="print every row's state; submits nothing")
+    ablate.add_argument("--poll-seconds", type=_number(float, 0.1), default=30.0, help="between progress checks")
+
+
 def _cmd_ablate(args) -> None:
+    from textvae.executors.devices import parse_gpus
+    from textvae.executors.settings import load_settings
     from textvae.reproduction.ablation import results_markdown, run_ablation, summarize
 
-    rows = run_ablation(
-        args.ablation, args.out, jobs=args.jobs, seeds=args.seeds, overrides=args.overrides, only=args.only
-    )
+    if args.status:
+        from textvae.executors.submit import status
+
+        sys.stdout.write(status(args.ablation, args.out, seeds=args.seeds, overrides=args.overrides, only=args.only))
+        sys.stdout.write("\n")
+        return
+    flags = {
+        "rows_per_job": args.rows_per_job,
+        "partition": args.slurm_partition,
+        "time": args.slurm_time,
+        "gpus_per_job": args.slurm_gpus_per_job,
+        "cpus_per_job": args.slurm_cpus_per_job,
+        "account": args.slurm_account,
+        "qos": args.slurm_qos,
+        "setup": args.slurm_setup,
+    }
+    settings = load_settings(args.executor_config, flags)
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else None
+    if args.executor == "pool":
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v not in (None, [])]
+        given += ["--executor-config"] * (args.executor_config is not None) + ["--detach"] * args.detach
+        if given:
+            raise TextVAEError(f"{given[0]} is for --executor local or slurm (the pool runs on this machine)")
+        rows = run_ablation(
+            args.ablation,
+            args.out,
+            jobs=args.jobs,
+            seeds=args.seeds,
+            overrides=args.overrides,
+            only=args.only,
+            gpus=gpus,
+        )
+    else:
+        from textvae.executors.submit import run_on_cluster
+
+        if gpus is not None or args.jobs != 1:
+            option = "--gpus" if gpus is not None else "--jobs"
+            raise TextVAEError(f"{option} is for the pool executor; a {args.executor} job uses --rows-per-job")
+        rows = run_on_cluster(
+            args.ablation,
+            args.out,
+            args.executor,
+            settings,
+            seeds=args.seeds,
+            overrides=args.overrides,
+            only=args.only,
+            detach=args.detach,
+            poll_s=args.poll_seconds,
+        )
+        if rows is None:
+            sys.stdout.write(f"submitted; `textvae ablate {args.ablation} --out {args.out} --status` shows the rows\n")
+            return
     sys.stdout.write(results_markdown(summarize(rows)) + "\n")
     sys.stdout.write(f"results: {args.out}/results.md, results.csv, results.json and *.png\n")
     if any("error" in row for row in rows):

@@ -14,7 +14,8 @@ Each (variant, seed) trains in ``DIR/<variant>/seed<S>/`` and is evaluated with 
 ``[eval]`` settings; its row is written to ``result.json`` there. A finished row is never rerun,
 an interrupted training resumes from its ``last.pt``, and a failing variant is reported as a row
 with an ``error`` without stopping the others. ``DIR/results.json`` (all rows), ``results.md``,
-``results.csv`` (mean ± std over seeds) and PNG plots are rewritten after every row.
+``results.csv`` (mean ± std over seeds) and PNG plots are rewritten after every row. Where the rows
+run (``--jobs`` workers pinned to GPUs, or cluster jobs through submitit) is ``textvae.executors``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import re
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,11 @@ from textvae.config import (
     read_recipe_tables,
     read_toml,
 )
-from textvae.cuda.mps import MPSDaemon, cuda_wanted
+from textvae.cuda.mps import cuda_wanted
 from textvae.engine.machine import ROW_THREADS, machine_fingerprint
 from textvae.errors import TextVAEError
+from textvae.executors.devices import pinned_gpu, plan_devices, visible_gpu_count
+from textvae.executors.pool import row_pool
 from textvae.families import any_recipe_from_dict
 from textvae.image.config import ImageRecipe
 from textvae.reproduction.tables import ROW_METRICS, results_csv, results_markdown, summarize
@@ -211,26 +212,12 @@ def _train_and_evaluate(variant: Variant, seed: int, run_dir: Path) -> dict[str,
     }
 
 
-def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
-    """Worker initializer: end this worker when the ablation process that started it is gone.
-
-    A killed ``textvae ablate`` (SIGTERM, SIGKILL) cannot stop its workers itself; without this they
-    would go on training, unseen, into the same run directories as the next ``ablate``. The row a
-    worker was training resumes from its last checkpoint, as after any kill."""
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(interval)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def _run_and_save(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
     try:
         row = run_variant(variant, seed, run_dir)
         row.update(_budget(variant, run_dir))
+        if pinned_gpu() is not None:  # the worker's device among the ablate process's visible GPUs
+            row["gpu"] = pinned_gpu()
     except TextVAEError as err:
         row = {"variant": variant.name, "seed": seed, "error": str(err)}
     except Exception as err:  # a bug or a crash in one variant must not lose the others
@@ -263,17 +250,10 @@ def _budget(variant: Variant, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_ablation(
-    path: str | Path,
-    out_dir: str | Path,
-    jobs: int = 1,
-    seeds: list[int] | None = None,
-    overrides: list[str] = (),
-    only: list[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Run every (variant, seed) not finished yet, ``jobs`` at a time; returns all rows.
-
-    ``only`` restricts the run to the variants with these names."""
+def select_variants(
+    path: str | Path, seeds: list[int] | None = None, overrides: list[str] = (), only: list[str] | None = None
+) -> tuple[list[Variant], list[int]]:
+    """The variants of an ablation file (``only``: those with these names) and its seeds (or ``seeds``)."""
     variants, file_seeds = load_ablation(path, list(overrides))
     if only:
         unknown = sorted(set(only) - {v.name for v in variants})
@@ -281,10 +261,11 @@ def run_ablation(
             names = ", ".join(v.name for v in variants)
             raise TextVAEError(f"{path}: no variant named {unknown[0]!r}; variants: {names}")
         variants = [v for v in variants if v.name in only]
-    seeds = seeds or file_seeds
-    out_dir = Path(out_dir)
-    if jobs < 1:
-        raise TextVAEError(f"--jobs must be ≥ 1, got {jobs}")
+    return variants, seeds or file_seeds
+
+
+def describe_ablation(out_dir: Path, path: str | Path, variants: list[Variant], seeds: list[int]) -> None:
+    """``DIR/ablation.json``: the source file, the seeds and every variant's resolved recipe."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
         out_dir / "ablation.json",
@@ -299,10 +280,53 @@ def run_ablation(
             indent=2,
         ),
     )
+
+
+def run_ablation(
+    path: str | Path,
+    out_dir: str | Path,
+    jobs: int = 1,
+    seeds: list[int] | None = None,
+    overrides: list[str] = (),
+    only: list[str] | None = None,
+    gpus: list[int] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every (variant, seed) not finished yet, ``jobs`` at a time; returns all rows.
+
+    ``only`` restricts the run to the variants with these names; ``gpus`` the GPUs the workers are
+    spread over (indices among the visible devices; default: all of them)."""
+    if jobs < 1:
+        raise TextVAEError(f"--jobs must be ≥ 1, got {jobs}")
+    variants, seeds = select_variants(path, seeds, overrides, only)
+    if gpus:
+        plan_devices(0, visible_gpu_count(), gpus)  # a GPU that does not exist: an error before anything is written
+    out_dir = Path(out_dir)
+    describe_ablation(out_dir, path, variants, seeds)
+    return run_rows(variants, seeds, out_dir, jobs, gpus=gpus)
+
+
+def run_rows(
+    variants: list[Variant],
+    seeds: list[int],
+    out_dir: Path,
+    jobs: int,
+    *,
+    gpus: list[int] | None = None,
+    rows_wanted: set[tuple[str, int]] | None = None,
+    table: bool = True,
+    device_count: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train and evaluate the (variant, seed) rows without a ``result.json`` yet, ``jobs`` at a time.
+
+    ``rows_wanted`` restricts the run to these (variant name, seed) pairs (one cluster job's group);
+    ``table=False`` writes no results tables (a cluster job: its submitter writes them from every
+    job's rows). ``device_count`` overrides the visible GPU count (tests)."""
     rows: dict[tuple[str, int], dict] = {}
     todo = []
     for variant in variants:
         for seed in seeds:
+            if rows_wanted is not None and (variant.name, seed) not in rows_wanted:
+                continue
             run_dir = out_dir / variant.slug / f"seed{seed}"
             done = run_dir / "result.json"
             if done.is_file():
@@ -325,31 +349,28 @@ def run_ablation(
                 row.get("au", "—"),
                 row["train_seconds"],
             )
-        write_results(out_dir, [rows[key] for key in order if key in rows], variants)
+        if table:
+            write_results(out_dir, [rows[key] for key in order if key in rows], variants)
 
-    if jobs == 1:
+    workers = min(jobs, len(todo))
+    cuda = cuda_wanted(getattr(v.recipe.train, "device", "auto") for v, _, _ in todo)
+    count = device_count if device_count is not None else (visible_gpu_count() if cuda or gpus else 0)
+    plan = plan_devices(workers, count, gpus)
+    if jobs == 1 and not gpus:
         for variant, seed, run_dir in todo:
             log.info("== %s (seed %d) → %s", variant.name, seed, run_dir)
             record(_run_and_save(variant, seed, run_dir))
-    else:
+    elif todo:
         # the variants with a non-standard strategy (aggressive training) cost the most: start them first
         todo.sort(key=lambda item: getattr(item[0].recipe, "strategy", {}).get("type", "standard") == "standard")
-        # on a GPU the rows share it through the MPS daemon (started here if none runs, stopped after)
-        cuda = cuda_wanted(getattr(v.recipe.train, "device", "auto") for v, _, _ in todo)
-        with (
-            MPSDaemon(cuda=cuda, jobs=min(jobs, len(todo))),
-            ProcessPoolExecutor(
-                max_workers=jobs,
-                mp_context=get_context("spawn"),
-                initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
-            ) as pool,
-        ):
+        # on a GPU the rows that share it do so through the MPS daemon (started here if none runs, stopped after)
+        with row_pool(workers, plan, cuda) as pool:
             futures = [pool.submit(_run_and_save, v, s, d) for v, s, d in todo]
             for future in as_completed(futures):
                 record(future.result())
     final = [rows[key] for key in order if key in rows]
-    write_results(out_dir, final, variants)
+    if table:
+        write_results(out_dir, final, variants)
     return final
 
 
