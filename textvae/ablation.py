@@ -45,6 +45,7 @@ ROW_METRICS = ["iw_nll", "ppl_iw", "elbo", "rec", "kl", "mi_batch", "mi_full", "
 IMAGE_ROW_METRICS = ["bits_per_dim", "recon_mse", "recon_bce", "codebook_perplexity"]  # image rows only
 ROW_METRICS += IMAGE_ROW_METRICS
 ROW_METRICS += ["mi_batch_se", "mi_full_se"]  # Monte-Carlo standard errors of the MI estimates
+ROW_METRICS += ["kl_batch_stats", "bn_eval_variance_ratio"]  # BN-VAE rows only (textvae.bn_batch_kl)
 _VARIANT_KEYS = {"name", "recipe", "paper", "description"}
 _TOP_KEYS = {"base", "description", "seeds", "variants"}
 
@@ -115,8 +116,7 @@ def _variant_reference(raw_variant: dict, recipe: Recipe | ImageRecipe, where: s
 
 def _with_seed(recipe: Recipe | ImageRecipe, seed: int) -> Recipe | ImageRecipe:
     raw = recipe.to_dict()
-    raw["train"]["seed"] = seed
-    raw["eval"]["seed"] = seed
+    raw["train"]["seed"] = seed  # eval.seed stays: every seed is evaluated on the same sentences
     return any_recipe_from_dict(raw, source=recipe.source)
 
 
@@ -168,11 +168,23 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
     loaded = load_checkpoint(run_dir / "best.pt")
     cfg = recipe.eval
     split = encode_split(recipe.data, cfg.split, loaded.vocab)
+    # the training seed draws the estimators' samples; the sentences are eval.seed's, the same for every seed
     settings = EvalSettings(
-        cfg.iw_samples, cfg.iw_chunk_size, cfg.batch_size, cfg.max_sentences, seed, False, mi_samples=cfg.mi_samples
+        cfg.iw_samples,
+        cfg.iw_chunk_size,
+        cfg.batch_size,
+        cfg.max_sentences,
+        seed,
+        False,
+        mi_samples=cfg.mi_samples,
+        subset_seed=cfg.seed,
     )
     device = resolve_device(cfg.device)  # eval.device: the GPU when there is one (auto), like training
-    result = evaluate(loaded.model.to(device), split, loaded.vocab.pad_id, settings).metrics
+    model = loaded.model.to(device)
+    result = evaluate(model, split, loaded.vocab.pad_id, settings).metrics
+    progress = summary.progress  # the last epoch that trained: one that finished has moved ``epoch`` on
+    last_epoch = max(0, progress.epoch - 1) if progress.batch_in_epoch == 0 else progress.epoch
+    bound = _bn_bound_measurements(model, recipe, loaded.vocab, split, last_epoch, cfg)
     return {
         "variant": variant.name,
         "seed": seed,
@@ -186,8 +198,35 @@ def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None)
         "train_seconds": train_seconds,
         "eval_seconds": result["eval_seconds"],
         "eval_device": result["device"],
+        "eval_subset_seed": result["subset_seed"],
+        **bound,
         "paper": variant.paper,
     }
+
+
+def _bn_bound_measurements(model, recipe: Recipe, vocab, test_split, epoch: int, cfg) -> dict[str, Any]:
+    """For a BN-VAE row: the KL under batch statistics over the training batches (the quantity of
+    Zhu et al. 2020's bound) and the test sentences' variance ratio (``textvae.bn_batch_kl``)."""
+    from textvae.bn_batch_kl import batch_statistics_kl, bn_norms, eval_variance_ratio
+    from textvae.data.corpus import encode_split
+    from textvae.evaluate import select_sentences
+
+    if not bn_norms(model):
+        return {}
+    train_cfg = recipe.train
+    train_split = encode_split(recipe.data, "train", vocab)
+    measured = batch_statistics_kl(
+        model,
+        train_split,
+        vocab.pad_id,
+        train_cfg.batch_size,
+        seed=train_cfg.seed,
+        epoch=epoch,
+        pool_batches=train_cfg.bucket_pool_batches,
+    )
+    chosen = select_sentences(test_split, cfg.max_sentences, cfg.seed)
+    measured["bn_eval_variance_ratio"] = eval_variance_ratio(model, test_split, chosen, vocab.pad_id, cfg.batch_size)
+    return measured
 
 
 def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
@@ -271,6 +310,7 @@ def run_ablation(
             {
                 "source": str(path),
                 "seeds": seeds,
+                "overrides": list(overrides),  # --set: a run-time budget is not the recipe's stopping rule
                 "variants": [
                     {"name": v.name, "dir": v.slug, "paper": v.paper, "recipe": v.recipe.to_dict()} for v in variants
                 ],

@@ -52,10 +52,11 @@ class EvalSettings:
     iw_chunk_size: int = 100  # samples drawn per call (the random stream); on a CPU also per decoder pass
     batch_size: int = 32  # sentences per encoder pass (and per minibatch of He et al.'s MI)
     max_sentences: int | None = None
-    seed: int = 0
+    seed: int = 0  # the random draws (z, MI); also the subset's unless ``subset_seed`` is given
     progress_bar: bool = True
     matmul_precision: str = "fp32"  # fp32 | tf32 | bf16 (``eval_device.matmul_precision``)
     mi_samples: int = 1  # z draws per sentence for both MI estimators; 1 = He et al. 2019's protocol
+    subset_seed: int | None = None  # the seed of the ``max_sentences`` subset; None: ``seed``
 
     def __post_init__(self):
         for name in ("iw_samples", "iw_chunk_size", "batch_size", "mi_samples"):
@@ -89,7 +90,8 @@ def evaluate(model, split: EncodedSplit, pad_id: int, settings: EvalSettings = E
     sums stay tensors there and are read once at the end."""
     model.eval()
     device = module_device(model)
-    chosen = select_sentences(split, settings.max_sentences, settings.seed)
+    subset_seed = settings.seed if settings.subset_seed is None else settings.subset_seed
+    chosen = select_sentences(split, settings.max_sentences, subset_seed)
     lengths = split.lengths[chosen]
     batches = [chosen[b] for b in bucketed_batches(lengths, settings.batch_size, shuffle=False)]
     started = time.perf_counter()
@@ -106,6 +108,7 @@ def evaluate(model, split: EncodedSplit, pad_id: int, settings: EvalSettings = E
         result.metrics["matmul_precision_check"] = precision_check(model, split, batches[0], pad_id, settings)
     _add_per_word_perplexity(result.metrics, int(split.words_per_sentence[chosen].sum()) + len(chosen))
     result.metrics["eval_seconds"] = time.perf_counter() - started
+    result.metrics["subset_seed"] = subset_seed
     result.metrics["split"] = split.name
     result.metrics["device"] = str(device)
     result.metrics["matmul_precision"] = settings.matmul_precision
