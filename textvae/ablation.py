@@ -20,6 +20,7 @@ with an ``error`` without stopping the others. ``DIR/results.json`` (all rows), 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -87,6 +88,7 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[list[Var
         raw = read_recipe_tables(path.parent / recipe_file)
         delta = {k: copy.deepcopy(v) for k, v in raw_variant.items() if k not in _VARIANT_KEYS}
         deep_merge(raw, delta)
+        declared = copy.deepcopy(raw["train"]) if isinstance(raw.get("train"), dict) else {}  # before --set
         for assignment in overrides:
             apply_override(raw, assignment)
         recipe = any_recipe_from_dict(raw, source=f"{where} ({name})")
@@ -94,11 +96,14 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[list[Var
         if slug in slugs:
             raise TextVAEError(f"{where}: variant name {name!r} is used twice")
         slugs.add(slug)
-        variants.append(Variant(name, slug, recipe, _variant_reference(raw_variant, recipe, f"{where} ({name})")))
+        paper = _variant_reference(raw_variant, recipe, f"{where} ({name})", declared)
+        variants.append(Variant(name, slug, recipe, paper))
     return variants, seeds
 
 
-def _variant_reference(raw_variant: dict, recipe: Recipe | ImageRecipe, where: str) -> dict[str, Any]:
+def _variant_reference(
+    raw_variant: dict, recipe: Recipe | ImageRecipe, where: str, declared_train: dict
+) -> dict[str, Any]:
     """The published row a variant reproduces (``textvae.reproduction.reference_spec``): its own
     ``paper`` table (the fields of ``[reference]``), else its recipe's ``[reference]`` when the
     variant changes nothing that trains (so "+annealing" over a VAE recipe does not cite the VAE's row)."""
@@ -111,7 +116,9 @@ def _variant_reference(raw_variant: dict, recipe: Recipe | ImageRecipe, where: s
         reference = recipe.reference
     else:
         return {}
-    return reference_spec(reference, recipe.to_dict())
+    defaults = {f.name: f.default for f in dataclasses.fields(type(recipe.train))}  # what the recipe left out
+    declared = {"train": {k: declared_train.get(k, defaults.get(k)) for k in ("epochs", "max_steps")}}
+    return reference_spec(reference, recipe.to_dict(), declared)
 
 
 def _with_seed(recipe: Recipe | ImageRecipe, seed: int) -> Recipe | ImageRecipe:
@@ -402,7 +409,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if failed:
             line["error"] = failed[0]["error"]
         summary.append(line)
-    summary_verdicts(summary)
+    summary_verdicts(summary, rows)
     return summary
 
 
@@ -459,13 +466,17 @@ def results_markdown(summary: list[dict[str, Any]]) -> str:
             cell = _mi_cell(line, key, digits) if key.startswith("mi_") else _fmt(line.get(key), digits, line["seeds"])
             cells.append(cell)
         if cited:
-            cells += [published_short(line.get("paper", {})), line.get("verdict", {}).get("status", "—")]
+            verdict = line.get("verdict", {})
+            detail = f" ({verdict['detail']})" if verdict.get("detail") else ""
+            cells += [published_short(line.get("paper", {})), verdict.get("status", "—") + detail]
         lines.append("| " + " | ".join(cells) + " |")
     notes = []
     if any("†" in row for row in lines[2:]):
         notes.append(MI_NOISE_NOTE)
     reasons = [
-        f"- {line['variant']}: **{line['verdict']['status']}**: {line['verdict']['reason']}. "
+        f"- {line['variant']}: **{line['verdict']['status']}**"
+        + (f" ({line['verdict']['detail']})" if line["verdict"].get("detail") else "")
+        + f": {line['verdict']['reason']}. "
         f"Published: {published_text(line['paper'])}."
         for line in summary
         if "verdict" in line

@@ -7,15 +7,22 @@ number is a sanity check, never a target) and states either
 
 - published values with a tolerance: ``expected = {kl = 0.0}``, ``tolerance = {kl = 0.1}``; the value
   is reproduced when |measured − published| ≤ tolerance; or
-- the published finding as checks, when no numeric table transfers to the setting:
-  ``expect = ["kl < 0.1", "au == 0", "iw_nll <= lm_nll + 1"]``.
+- the published finding as checks, when no numeric table transfers to the setting, each saying
+  when it applies: ``expect = ["kl < 0.1", "au == 0"]`` holds at any budget,
+  ``expect_at_convergence = ["iw_nll <= lm_nll + 1"]`` only once the row reached its stopping rule.
 
 Published values are compared only when the row trained on the paper's data (``dataset``) for at
-least the paper's budget (``epochs``, no step or time cap); a finding's checks apply at any budget
-and the reason says at which one. A check compares the row's metrics (``kl``, ``au``, ``iw_nll``,
-``mi_batch``, ...), ``lm_nll`` (the NLL of the language-model row of the same table) and the recipe's
-settings (``latent_dim``; ``gamma`` of ``bn_vae``; ``threshold`` of ``free_bits``), e.g. Zhu et al.
-2020's bound ``"kl >= latent_dim * gamma**2 / 2"``. Verdicts: ``VERDICTS``.
+least the paper's budget (``epochs``, no step or time cap). A row's stopping rule is the budget its
+recipe declares (the quickstart's ``max_steps``, a CPU-budget recipe's ``epochs``, early stopping);
+a cap added at run time (``train.max_minutes`` that stopped it, a ``--set`` of ``max_steps`` or
+``epochs``) is not: its convergence checks are **not comparable**, its any-budget checks are
+judged (``textvae.verdict_rules``). A check compares the row's metrics (``kl``, ``au``,
+``iw_nll``, ``mi_batch``, ``kl_batch_stats``, ...), ``lm_nll`` (the NLL of the language-model row
+of the same table) and the recipe's settings (``latent_dim``; ``gamma`` of ``bn_vae``;
+``threshold`` of ``free_bits``), e.g. Zhu et al. 2020's bound
+``"kl_batch_stats >= latent_dim * gamma**2 / 2"``. A check whose number the row did not record is
+**not comparable: not recorded**. Verdicts: ``VERDICTS``; with several seeds each seed is judged
+and ``inconclusive`` says how many hold (``textvae.verdict_rules.seeds_verdict``).
 """
 
 from __future__ import annotations
@@ -31,14 +38,16 @@ from typing import Any
 from textvae.errors import TextVAEError
 
 TAGS = ("V-text", "V-code", "V-2nd", "V-calc")  # the targets of papers.md's legend; UNVERIFIED never is
-VERDICTS = ("reproduced", "not reproduced", "not comparable", "not run")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not comparable", "not run")
 METRICS = (
     *("iw_nll", "ppl_iw", "elbo", "rec", "kl", "mi_batch", "mi_full", "au", "nll", "ppl"),
     *("bits_per_dim", "recon_mse", "recon_bce", "codebook_perplexity"),
+    "kl_batch_stats",  # BN-VAE: the KL under batch statistics over the training batches (textvae.bn_batch_kl)
 )
 SETTINGS = ("lm_nll", "latent_dim", "gamma", "threshold")  # names a check may use besides METRICS
 METRIC_TITLES = {"iw_nll": "IW-NLL", "ppl_iw": "PPL(IW)", "elbo": "ELBO", "rec": "Rec", "kl": "KL", "au": "AU"}
 METRIC_TITLES |= {
+    "kl_batch_stats": "KL(batch stats)",
     "mi_batch": "MI(batch)",
     "mi_full": "MI(full)",
     "nll": "NLL",
@@ -55,9 +64,15 @@ _ARITHMETIC[ast.Pow] = operator.pow
 class Verdict:
     status: str  # one of VERDICTS
     reason: str
+    detail: str = ""  # with several seeds: how many hold ("2 of 3 seeds hold")
 
     def to_dict(self) -> dict[str, str]:
-        return {"status": self.status, "reason": self.reason}
+        return {"status": self.status, "reason": self.reason, **({"detail": self.detail} if self.detail else {})}
+
+    @property
+    def cell(self) -> str:
+        """The table cell: the status, with how many seeds hold when there are several."""
+        return f"{self.status} ({self.detail})" if self.detail else self.status
 
 
 def parse_check(text: str, where: str) -> ast.Compare:
@@ -105,7 +120,7 @@ def run_check(text: str, names: Mapping[str, float]) -> bool | None:
 def check_reference(ref: Any) -> None:
     """Validate a ``ReferenceConfig``: a cited row has its tag, every value its tolerance, checks
     parse. Errors start with the field's name (the recipe loader puts the file and table before it)."""
-    if not (ref.expected or ref.expect):
+    if not (ref.expected or ref.expect or ref.expect_at_convergence):
         return
     if not (ref.paper and ref.table and ref.row):
         raise TextVAEError("paper: a published value or finding needs its paper, table and row")
@@ -122,13 +137,20 @@ def check_reference(ref: Any) -> None:
         raise TextVAEError("tolerance: tolerances must be ≥ 0")
     for text in ref.expect:
         parse_check(text, "expect")
+    for text in ref.expect_at_convergence:
+        parse_check(text, "expect_at_convergence")
 
 
-def reference_spec(ref: Any, recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """What a results row carries about its published row: the reference's fields and the setting
-    the row trained in (``recipe`` is ``Recipe.to_dict()``); ``{}`` when it cites no published row."""
-    if not (ref.expected or ref.expect):
+def reference_spec(ref: Any, recipe: Mapping[str, Any], declared: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a results row carries about its published row: the reference's fields, the setting
+    the row trained in (``recipe`` is ``Recipe.to_dict()``) and the budget its recipe declares
+    (``declared``: the recipe before run-time ``--set`` overrides; ``recipe`` when not given);
+    ``{}`` when it cites no published row."""
+    if not (ref.expected or ref.expect or ref.expect_at_convergence):
         return {}
+    from textvae.verdict_rules import declared_budget
+
+    declared_train = (declared if declared is not None else recipe).get("train", {})
     data, train, model = recipe.get("data", {}), recipe.get("train", {}), recipe.get("model", {})
     setting = {
         "dataset": data.get("dataset"),
@@ -142,8 +164,10 @@ def reference_spec(ref: Any, recipe: Mapping[str, Any]) -> dict[str, Any]:
             setting["gamma"] = remedy.get("gamma", 0.5)  # BNVAE's default
         if remedy.get("type") == "free_bits":
             setting["threshold"] = remedy.get("threshold")
-    fields = ("paper", "table", "row", "tag", "expected", "tolerance", "expect", "finding", "dataset", "epochs")
-    return {**{k: _plain(getattr(ref, k)) for k in fields}, "setting": setting}
+    fields = ("paper", "table", "row", "tag", "expected", "tolerance", "expect", "expect_at_convergence", "finding")
+    fields += ("dataset", "epochs")
+    spec = {k: _plain(getattr(ref, k)) for k in fields}
+    return {**spec, "setting": setting, "declared": declared_budget(declared_train)}
 
 
 def _plain(value: Any) -> Any:
@@ -174,14 +198,23 @@ def _fmt(value: float) -> str:
 def verdict(
     spec: Mapping[str, Any], measured: Mapping[str, float] | None, lm_nll: float | None = None, budget=None
 ) -> Verdict | None:
-    """The verdict for one row: ``measured`` holds its metrics (means over seeds), ``lm_nll`` the
-    NLL of the table's language-model row; None when the row cites no published row."""
+    """The verdict for one row (or one seed): ``measured`` holds its metrics, ``lm_nll`` the NLL of
+    the table's language-model row, ``budget`` its ``train_steps`` / ``train_epochs`` /
+    ``stopped_on_time``; None when the row cites no published row.
+
+    Any-budget checks (``expect``) are always judged; convergence checks (``expect_at_convergence``)
+    only when the row reached its own stopping rule (``textvae.verdict_rules.stopping_rule_problems``).
+    A failed check makes it **not reproduced**; every check judged and holding, **reproduced**; a
+    check not judged (not recorded, or not at convergence) with none failing, **not comparable**."""
+    from textvae.verdict_rules import stopping_rule_problems
+
     if not spec:
         return None
     if measured is None:
         return Verdict("not run", "no results file for this row yet")
     problems = comparability(spec, budget)
-    passed, failed, notes = [], [], []
+    early = stopping_rule_problems(spec, budget)
+    passed, failed, notes, unrecorded, deferred = [], [], [], [], []
     if spec.get("expected"):
         if problems:
             notes.append("published values not comparable: " + "; ".join(problems))
@@ -189,25 +222,47 @@ def verdict(
             if problems:
                 break
             if measured.get(key) is None:
-                notes.append(f"no measured {key}")
+                unrecorded.append(key)
                 continue
             tolerance = spec["tolerance"][key]
             line = f"{key} {_fmt(measured[key])} vs {_fmt(published)} ± {_fmt(tolerance)}"
             (passed if abs(measured[key] - published) <= tolerance else failed).append(line)
     names = {**spec.get("setting", {}), **measured, "lm_nll": lm_nll}
-    for text in spec.get("expect", []):
-        outcome = run_check(text, names)
-        if outcome is None:
-            notes.append(f"{text}: not checkable here")
+    checks = [(text, False) for text in spec.get("expect", [])]
+    checks += [(text, True) for text in spec.get("expect_at_convergence", [])]
+    for text, at_convergence in checks:
+        if at_convergence and early:
+            deferred.append(text)
             continue
-        (passed if outcome else failed).append(f"{text} ({_described(text, names)})")
-    if spec.get("expect") and (passed or failed) and (problems or budget_text(budget)):
+        missing = [name for name in _names(text) if names.get(name) is None]
+        if missing:
+            unrecorded.append(f"{text} ({', '.join(_missing_text(name) for name in missing)})")
+            continue
+        (passed if run_check(text, names) else failed).append(f"{text} ({_described(text, names)})")
+    if checks and (passed or failed) and (problems or budget_text(budget)):
         notes.append(f"finding checked {budget_text(budget) or 'at this budget'}" + "".join(f"; {p}" for p in problems))
+    if deferred:
+        notes.append(
+            f"not comparable at this budget (checks at convergence): {', '.join(deferred)}; " + "; ".join(early)
+        )
+    if unrecorded:
+        notes.insert(0, "not recorded: " + ", ".join(unrecorded))
     if failed:
         return Verdict("not reproduced", "; ".join(["fails: " + ", ".join(failed), *notes]))
+    if unrecorded or deferred:
+        held = [f"holds: {', '.join(passed)}"] if passed else []
+        return Verdict("not comparable", "; ".join([*notes, *held]))
     if passed:
         return Verdict("reproduced", "; ".join([", ".join(passed), *notes]))
     return Verdict("not comparable", "; ".join(notes) or "nothing to compare")
+
+
+def _names(text: str) -> list[str]:
+    return list(dict.fromkeys(n.id for n in ast.walk(parse_check(text, "check")) if isinstance(n, ast.Name)))
+
+
+def _missing_text(name: str) -> str:
+    return "no language-model row in this table" if name == "lm_nll" else f"no {name}"
 
 
 def budget_text(budget: Mapping[str, Any] | None) -> str:
@@ -222,8 +277,7 @@ def budget_text(budget: Mapping[str, Any] | None) -> str:
 
 def _described(text: str, names: Mapping[str, Any]) -> str:
     """The measured values behind a check, e.g. ``kl = 0.012, au = 0``."""
-    used = dict.fromkeys(n.id for n in ast.walk(parse_check(text, "check")) if isinstance(n, ast.Name))
-    return ", ".join(f"{name} = {_fmt(float(names[name]))}" for name in used)
+    return ", ".join(f"{name} = {_fmt(float(names[name]))}" for name in _names(text))
 
 
 def published_text(spec: Mapping[str, Any]) -> str:
@@ -231,7 +285,7 @@ def published_text(spec: Mapping[str, Any]) -> str:
     if not spec:
         return "—"
     values = ", ".join(f"{METRIC_TITLES.get(k, k)} {v:g}" for k, v in spec.get("expected", {}).items())
-    finding = spec.get("finding") or "; ".join(spec.get("expect", []))
+    finding = spec.get("finding") or "; ".join(all_checks(spec))
     body = "; ".join(part for part in (values, finding) if part)
     return f"{spec['paper']}, {spec['table']}, {spec['row']}: {body} [{spec['tag']}]"
 
@@ -241,7 +295,12 @@ def published_short(spec: Mapping[str, Any]) -> str:
     if not spec:
         return "—"
     values = ", ".join(f"{METRIC_TITLES.get(k, k)} {v:g}" for k, v in spec.get("expected", {}).items())
-    return f"{values or spec.get('finding') or '; '.join(spec.get('expect', []))} [{spec['tag']}]"
+    return f"{values or spec.get('finding') or '; '.join(all_checks(spec))} [{spec['tag']}]"
+
+
+def all_checks(spec: Mapping[str, Any]) -> list[str]:
+    """A finding's checks: the any-budget ones, then those that hold at convergence."""
+    return [*spec.get("expect", []), *spec.get("expect_at_convergence", [])]
 
 
 def language_model_nll(lines: Sequence[Mapping[str, Any]]) -> float | None:
@@ -253,12 +312,23 @@ def language_model_nll(lines: Sequence[Mapping[str, Any]]) -> float | None:
     return None
 
 
-def summary_verdicts(lines: Sequence[dict[str, Any]]) -> None:
-    """Add ``verdict`` (``Verdict.to_dict()``) to every summary line that cites a published row."""
+def summary_verdicts(lines: Sequence[dict[str, Any]], rows: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Add ``verdict`` (``Verdict.to_dict()``) to every summary line that cites a published row.
+    With ``rows`` (the per-seed rows) a line over several seeds is judged seed by seed
+    (``textvae.verdict_rules.seeds_verdict``), the verdict on the seeds' mean beside."""
+    from textvae.verdict_rules import seeds_verdict
+
     lm_nll = language_model_nll(lines)
+    lm_by_seed: dict[int | None, float | None] = {None: lm_nll}  # the first language-model row of each seed
+    for row in rows:
+        if row.get("nll") is not None and row.get("kl") is None:
+            lm_by_seed.setdefault(row["seed"], float(row["nll"]))
     for line in lines:
         measured = {k: v[0] for k, v in line.items() if k in METRICS and isinstance(v, tuple | list)}
         result = verdict(line.get("paper", {}), measured if line.get("seeds") else None, lm_nll, line)
+        seeds = [r for r in rows if r["variant"] == line["variant"] and "error" not in r]
+        if result is not None and len(seeds) > 1:
+            result = seeds_verdict(line["paper"], seeds, result, lm_by_seed)
         if result is not None:
             line["verdict"] = result.to_dict()
 
@@ -296,7 +366,7 @@ def cited_rows(recipes_dir: Path) -> list[dict[str, Any]]:
             ablations += [{"source": path, "variant": v.name, "spec": v.paper} for v in variants if v.paper]
         else:
             reference = load_any_recipe(path).reference
-            if reference.expected or reference.expect:
+            if reference.expected or reference.expect or reference.expect_at_convergence:
                 recipes.append({"source": path, "variant": None, "spec": reference_spec(reference, {})})
     seen = {_row_key(c["spec"]) for c in ablations}
     return ablations + [c for c in recipes if _row_key(c["spec"]) not in seen]
@@ -312,6 +382,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     import json
 
     from textvae.ablation import summarize
+    from textvae.verdict_rules import ablation_source, with_current_citations
 
     results = run_dir / "results.json"
     if not results.is_file():
@@ -319,12 +390,10 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     try:
         rows = json.loads(results.read_text(encoding="utf-8"))
         run = json.loads((run_dir / "run.json").read_text(encoding="utf-8")) if (run_dir / "run.json").is_file() else {}
-        ablation = run_dir / "ablation.json"
-        source = json.loads(ablation.read_text(encoding="utf-8"))["source"] if ablation.is_file() else None
-    except (ValueError, KeyError) as err:
+    except ValueError as err:
         raise TextVAEError(f"{run_dir}: unreadable results ({err})") from None
-    if source is None and "ablate " in run.get("command", ""):
-        source = run["command"].split("ablate ", 1)[1].split()[0]
+    source = ablation_source(run_dir)
+    rows = with_current_citations(rows, source)  # the measured numbers, today's citations and rules
     return {"dir": run_dir, "source": source, "lines": summarize(rows), "run": run}
 
 
@@ -363,7 +432,7 @@ def status_rows(recipes_dir: Path, run_dirs: Sequence[Path]) -> list[dict[str, A
 def _measured_text(spec: Mapping[str, Any], line: Mapping[str, Any]) -> str:
     """The row's values of the metrics its published row names, e.g. ``KL 0.012, AU 0``."""
     used = list(spec.get("expected", {}))
-    for text in spec.get("expect", []):
+    for text in all_checks(spec):
         used += [n.id for n in ast.walk(parse_check(text, "expect")) if isinstance(n, ast.Name) and n.id in METRICS]
     cells = [f"{METRIC_TITLES.get(k, k)} {_fmt(line[k][0])}" for k in dict.fromkeys(used) if line.get(k)]
     return ", ".join(cells) or "—"
@@ -394,7 +463,9 @@ def status_markdown(table: Sequence[Mapping[str, Any]]) -> str:
             published_short(spec),
             _measured_text(spec, line) if line else "—",
             _budget_cell(line, entry["run"]) if line else "—",
-            f"**{status}**" + (f": {verdict_['reason']}" if line and verdict_.get("reason") else ""),
+            f"**{status}**"
+            + (f" ({verdict_['detail']})" if verdict_.get("detail") else "")
+            + (f": {verdict_['reason']}" if line and verdict_.get("reason") else ""),
         ]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
