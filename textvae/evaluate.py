@@ -297,7 +297,7 @@ def _merge(pending: list[_Pending], pad_id: int) -> tuple[Batch, np.ndarray, Imp
 class _VaeSums:
     """Running sums of a VAE evaluation, as float64 / int64 tensors on the device (read once, at the end)."""
 
-    NAMES = ("rec", "kl", "iw_nll", "iw_nll_sq", "mc_se", "mi_batch")
+    NAMES = ("rec", "kl", "iw_nll", "iw_nll_sq", "mc_se", "mc_var", "mi_batch")
 
     def __init__(self, latent_dim: int, device: torch.device):
         self.sums = {name: torch.zeros((), dtype=torch.float64, device=device) for name in self.NAMES}
@@ -312,7 +312,9 @@ class _VaeSums:
         self.sums["iw_nll"] += iw_nll.sum().double()
         self.sums["iw_nll_sq"] += (iw_nll.double() ** 2).sum()
         if log_weights.shape[0] > 1:
-            self.sums["mc_se"] += metrics.iw_monte_carlo_se(log_weights).sum().double()
+            se = metrics.iw_monte_carlo_se(log_weights).double()  # (B,)
+            self.sums["mc_se"] += se.sum()
+            self.sums["mc_var"] += (se**2).sum()  # the draws of different sentences are independent
 
     def read(self) -> tuple[dict[str, float], np.ndarray, int]:
         return {k: float(v) for k, v in self.sums.items()}, self.kl_per_dim.cpu().numpy(), int(self.tokens)
@@ -385,6 +387,8 @@ def _vae_result(sums: _VaeSums, means, logvars, generator, settings: EvalSetting
         "iw_nll": iw_mean,
         "iw_nll_se": math.sqrt(iw_var / n) if n > 1 else float("nan"),
         "iw_nll_mc_se": totals["mc_se"] / n if settings.iw_samples > 1 else float("nan"),
+        # the Monte-Carlo s.e. of iw_nll itself (the mean over these sentences): sqrt(Σ se_i²) / N
+        "iw_nll_mean_mc_se": math.sqrt(totals["mc_var"]) / n if settings.iw_samples > 1 else float("nan"),
         "iw_samples": settings.iw_samples,
         "ppl_elbo": metrics.perplexity(totals["rec"] + totals["kl"], total_tokens),
         "ppl_iw": metrics.perplexity(totals["iw_nll"], total_tokens),
