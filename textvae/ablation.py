@@ -422,6 +422,7 @@ _MD_COLUMNS = [
     ("elbo", "ELBO", 2),
     ("rec", "Rec", 2),
     ("kl", "KL", 3),
+    ("kl_batch_stats", "KL(batch stats)", 3),  # BN-VAE rows: the KL of Zhu et al. 2020's bound
     ("mi_batch", "MI(batch)", 3),
     ("mi_full", "MI(full)", 3),
     ("au", "AU", 1),
@@ -494,7 +495,8 @@ def results_csv(summary: list[dict[str, Any]]) -> str:
     # the image columns only when a row has them: a text ablation's CSV keeps its columns
     from textvae.reproduction import published_text
 
-    keys = [k for k, _, _ in _MD_COLUMNS if k not in IMAGE_ROW_METRICS or any(k in line for line in summary)]
+    optional = (*IMAGE_ROW_METRICS, "kl_batch_stats")  # columns only a table with such a row has
+    keys = [k for k, _, _ in _MD_COLUMNS if k not in optional or any(k in line for line in summary)]
     extra = ["published", "verdict", "verdict_reason"]
     lines = [",".join(["variant", "seeds", "failed", *(f"{k}_mean,{k}_std" for k in keys), *extra])]
     for line in summary:

@@ -185,9 +185,7 @@ def comparability(spec: Mapping[str, Any], budget: Mapping[str, Any] | None = No
         reasons.append(f"capped at {setting['max_steps']} steps{up_to}")
     elif paper_epochs and setting.get("epochs") is not None and setting["epochs"] < paper_epochs:
         reasons.append(f"{setting['epochs']} epochs{up_to}")
-    if budget and budget.get("stopped_on_time"):
-        reasons.append("training stopped at its wall-clock cap (train.max_minutes)")
-    return reasons
+    return reasons  # a run-time cap: textvae.verdict_rules.stopping_rule_problems
 
 
 def _fmt(value: float) -> str:
@@ -213,13 +211,14 @@ def verdict(
     if measured is None:
         return Verdict("not run", "no results file for this row yet")
     problems = comparability(spec, budget)
-    early = stopping_rule_problems(spec, budget)
+    early = stopping_rule_problems(spec, budget)  # published values need the paper's budget, hence no cap either
+    value_problems = problems + early
     passed, failed, notes, unrecorded, deferred = [], [], [], [], []
     if spec.get("expected"):
-        if problems:
-            notes.append("published values not comparable: " + "; ".join(problems))
+        if value_problems:
+            notes.append("published values not comparable: " + "; ".join(value_problems))
         for key, published in spec["expected"].items():
-            if problems:
+            if value_problems:
                 break
             if measured.get(key) is None:
                 unrecorded.append(key)
@@ -239,8 +238,9 @@ def verdict(
             unrecorded.append(f"{text} ({', '.join(_missing_text(name) for name in missing)})")
             continue
         (passed if run_check(text, names) else failed).append(f"{text} ({_described(text, names)})")
-    if checks and (passed or failed) and (problems or budget_text(budget)):
-        notes.append(f"finding checked {budget_text(budget) or 'at this budget'}" + "".join(f"; {p}" for p in problems))
+    if checks and (passed or failed) and (problems or early or budget_text(budget)):
+        context = problems + ([] if deferred else early)  # with deferred checks, ``early`` is said below
+        notes.append(f"finding checked {budget_text(budget) or 'at this budget'}" + "".join(f"; {p}" for p in context))
     if deferred:
         notes.append(
             f"not comparable at this budget (checks at convergence): {', '.join(deferred)}; " + "; ".join(early)
