@@ -8,9 +8,11 @@ import sys
 import time
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 from textvae.ablation import load_ablation, run_ablation
+from textvae.engine.machine import ROW_THREADS, cpu_name
 from textvae.errors import TextVAEError
 from textvae.faults import ENV_VAR
 
@@ -160,13 +162,31 @@ def test_only_runs_the_named_variants(tmp_path, corpus):
         run_ablation(path, tmp_path / "out", only=["vae"])
 
 
-def test_parallel_jobs_give_the_same_rows(tmp_path, corpus):
+def _measured(rows: list[dict]) -> list[dict]:
+    """A results.json row without what differs between two runs of the same rows: times, date, device."""
+    return [{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in rows]
+
+
+def test_jobs_1_and_jobs_2_give_identical_rows_on_one_thread_each(tmp_path, corpus):
+    # each row runs on ROW_THREADS (one) intra-op thread whatever --jobs is, and says so in its row: the
+    # in-process rows of --jobs 1 once ran on all cores (torch's default), those of --jobs N on cores/N
     path = _write_ablation(tmp_path, corpus)
+    threads_before = torch.get_num_threads()
     serial = run_ablation(path, tmp_path / "serial", seeds=[0])
+    assert torch.get_num_threads() == threads_before  # the in-process rows leave the process as it was
     parallel = run_ablation(path, tmp_path / "parallel", jobs=2, seeds=[0])
-    assert [r["variant"] for r in parallel] == [r["variant"] for r in serial]
-    for a, b in zip(serial, parallel, strict=True):
-        assert a.get("iw_nll", a.get("nll")) == pytest.approx(b.get("iw_nll", b.get("nll")), rel=1e-4)
+    assert _measured(parallel) == _measured(serial)
+    assert {(r["threads"], r["cpu"], r["cpu_capability"]) for r in serial} == {
+        (ROW_THREADS, cpu_name(), torch.backends.cpu.get_cpu_capability())
+    }
+    on_file = json.loads((tmp_path / "parallel" / "results.json").read_text())
+    assert _measured(on_file) == _measured(parallel)
+
+
+def test_a_recipes_own_threads_set_its_rows_threads(tmp_path, corpus):
+    path = _write_ablation(tmp_path, corpus)
+    rows = run_ablation(path, tmp_path / "out", seeds=[0], only=["VAE"], overrides=["train.threads=2"])
+    assert rows[0]["threads"] == 2
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,11 @@
 loop it replaced, bit for bit, and equal a plain loop written out in the test.
 
 The golden digests were recorded with the pre-engine loops (``textvae/train.py::_train`` and
-``textvae/image/train.py::train_image`` at commit 2b625fa) on the project's 2-core CPU machine,
-torch 2.14.1, 2026-12-04; two processes gave the same digests. Another CPU or torch build may round
-differently: there they are skipped, and the plain-loop tests still compare the engine exactly.
+``textvae/image/train.py::train_image`` at commit 2b625fa) on the project's 2-core AMD EPYC machine,
+torch 2.14.1, one thread, 2026-12-04; two processes gave the same digests. Another CPU, kernel set,
+thread count or torch build rounds differently (on 2026-12-07 an Intel Xeon with AVX-512 gave other
+digests), so the digests are keyed by all four (``textvae.engine.machine``): a machine without its own
+digests skips them, saying so, and the plain-loop tests still compare the engine exactly there.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_DATA
-from textvae.checkpoint import read_checkpoint
+from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 from textvae.config import recipe_from_dict
 from textvae.data.batching import bucketed_batches, collate
 from textvae.data.corpus import build_vocab, encode_split, load_text
 from textvae.distributed import SINGLE_PROCESS
 from textvae.engine import Engine, StepOutcome
+from textvae.engine.machine import cpu_name, machine_fingerprint
 from textvae.engine.state import make_optimizer, seed_everything
 from textvae.errors import TextVAEError
 from textvae.image.config import image_recipe_from_dict
@@ -32,7 +35,6 @@ from textvae.models import build_model
 from textvae.strategies import StandardStrategy, StepContext, apply_update
 from textvae.train import TextFamily, train
 
-GOLDEN_TORCH = "2.14.1"
 TIMING_FIELDS = ("tokens_per_s", "images_per_s")
 LATER_FIELDS = ("au", "kl_per_dim")  # validation fields added after the digests were recorded (no random draws)
 PTB = SHARED_DATA / "ptb"
@@ -101,11 +103,29 @@ def run_fingerprint(run_dir: Path) -> tuple[str, str, str]:
     return weights_digest(last["model"]), weights_digest(best["model"]), metrics_digest(run_dir)
 
 
+GOLDEN_THREADS = 1  # the golden recipes' train.threads
+RUNS = ("epochs_lr_decay", "mnist", "ptb_sgd")
+# (torch, CPU model name, torch's CPU capability, threads) → digests of each run
 GOLDEN = {
-    "ptb_sgd": ("dd872fb197b89f27", "dd872fb197b89f27", "c9314001d98fe6c1"),
-    "epochs_lr_decay": ("1aa77937317225a4", "1aa77937317225a4", "0090206374d54f93"),
-    "mnist": ("79297ad14b296280", "79297ad14b296280", "a21723c641999e38"),
+    # recorded 2026-12-04 on the AMD EPYC machine and unchanged when rerun there on 2026-12-07
+    ("2.14.1", "AMD EPYC", "AVX512", 1): {
+        "ptb_sgd": ("dd872fb197b89f27", "dd872fb197b89f27", "c9314001d98fe6c1"),
+        "epochs_lr_decay": ("1aa77937317225a4", "1aa77937317225a4", "0090206374d54f93"),
+        "mnist": ("79297ad14b296280", "79297ad14b296280", "a21723c641999e38"),
+    },
+    # the same machine with its kernels limited to AVX2 (ATEN_CPU_CAPABILITY=avx2), recorded 2026-12-07
+    # (the text runs' bits change with the kernel set alone)
+    ("2.14.1", "AMD EPYC", "AVX2", 1): {
+        "ptb_sgd": ("8cb50ff4aa79d138", "8cb50ff4aa79d138", "00427f5affd91534"),
+        "epochs_lr_decay": ("cbe98b2ef0c2a597", "cbe98b2ef0c2a597", "46b8cf8a998bd0a7"),
+        "mnist": ("79297ad14b296280", "79297ad14b296280", "a21723c641999e38"),
+    },
 }
+
+
+def machine_key() -> tuple[str, str, str, int]:
+    torch_version = torch.__version__.split("+")[0]
+    return torch_version, cpu_name(), torch.backends.cpu.get_cpu_capability(), GOLDEN_THREADS
 
 
 def golden_run(name: str, tmp_path: Path) -> Path:
@@ -120,11 +140,13 @@ def golden_run(name: str, tmp_path: Path) -> Path:
     return run_dir
 
 
-@pytest.mark.parametrize("name", sorted(GOLDEN))
+@pytest.mark.parametrize("name", RUNS)
 def test_short_run_reproduces_the_pre_engine_loop(name, tmp_path):
-    if torch.__version__.split("+")[0] != GOLDEN_TORCH:
-        pytest.skip(f"golden digests recorded with torch {GOLDEN_TORCH}")
-    assert run_fingerprint(golden_run(name, tmp_path)) == GOLDEN[name]
+    key = machine_key()
+    if key not in GOLDEN:
+        here, known = " / ".join(map(str, key)), "; ".join(" / ".join(map(str, k)) for k in GOLDEN)
+        pytest.skip(f"no golden digests for torch / CPU / capability / threads {here} (recorded: {known})")
+    assert run_fingerprint(golden_run(name, tmp_path)) == GOLDEN[key][name]
 
 
 def test_text_engine_equals_the_loop_written_out(tmp_path):
@@ -212,3 +234,22 @@ def test_image_family_rejects_a_text_checkpoint(tmp_path):
     family = ImageFamily(mnist_recipe(), tmp_path, torch.device("cpu"))
     with pytest.raises(TextVAEError, match="--resume of a text run with an image recipe"):
         family.check_resumed({"family": None})
+
+
+def test_a_resume_on_other_threads_says_it_is_no_longer_bit_exact(tmp_path, caplog):
+    # train.threads is a runtime key (a resume may change it), but it changes the float rounding: the
+    # checkpoint keeps the machine it was written on, and a resume elsewhere warns and records it
+    recipe = text_recipe(PTB, max_steps=3, checkpoint_every_steps=2, max_valid_sentences=20)
+    run_dir = tmp_path / "run"
+    train(recipe, run_dir)
+    payload = read_checkpoint(run_dir / "last.pt")
+    assert payload["machine"] == machine_fingerprint() | {"threads": 1}
+    train(recipe, run_dir, resume=True)  # the same machine and threads: nothing to say
+    assert not [r for r in metrics_records(run_dir) if r["event"] == "machine_changed"]
+    payload["machine"] |= {"threads": 7, "cpu": "Another CPU"}
+    write_checkpoint_payload(run_dir / "last.pt", payload)
+    with caplog.at_level("WARNING"):
+        train(recipe, run_dir, resume=True)
+    changed = [r for r in metrics_records(run_dir) if r["event"] == "machine_changed"]
+    assert changed and changed[0]["changes"] == [f"cpu Another CPU → {cpu_name()}", "threads 7 → 1"]
+    assert "no longer bit-identical" in caplog.text

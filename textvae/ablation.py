@@ -36,6 +36,7 @@ from typing import Any
 
 from textvae.checkpoint import atomic_write_text
 from textvae.config import Recipe, apply_override, deep_merge, read_recipe_tables, read_toml
+from textvae.engine.machine import ROW_THREADS, machine_fingerprint
 from textvae.errors import TextVAEError
 from textvae.image.config import ImageRecipe, any_recipe_from_dict
 from textvae.mps import MPSDaemon, cuda_wanted
@@ -154,18 +155,33 @@ def _run_image_variant(variant: Variant, recipe: ImageRecipe, seed: int, run_dir
     }
 
 
-def run_variant(variant: Variant, seed: int, run_dir: Path, threads: int | None) -> dict[str, Any]:
-    """Train (or resume) and evaluate one (variant, seed); returns its row. Runs in a worker process."""
+def row_threads(recipe: Recipe | ImageRecipe) -> int:
+    """A row's torch intra-op threads: the recipe's ``train.threads``, else one, whatever ``--jobs`` is,
+    so that ``--jobs 1`` and ``--jobs N`` give the same table (threads change the float rounding)."""
+    return recipe.train.threads or ROW_THREADS
+
+
+def run_variant(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
+    """Train (or resume) and evaluate one (variant, seed) with ``row_threads``; returns its row."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(row_threads(variant.recipe))
+    try:
+        row = _train_and_evaluate(variant, seed, run_dir)
+        fingerprint = machine_fingerprint()  # the CPU and threads the row ran with, for the table's machine
+        return row | {key: fingerprint[key] for key in ("cpu", "cpu_capability", "threads")}
+    finally:
+        torch.set_num_threads(threads)  # a row run in the ablation's own process (--jobs 1) leaves it as it was
+
+
+def _train_and_evaluate(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
     from textvae.checkpoint import load_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.eval_device import resolve_device
     from textvae.evaluate import EvalSettings, evaluate
     from textvae.train import has_checkpoint, train
 
-    if threads is not None:
-        torch.set_num_threads(threads)
     recipe = _with_seed(variant.recipe, seed)
     if isinstance(recipe, ImageRecipe):
         return _run_image_variant(variant, recipe, seed, run_dir)
@@ -252,9 +268,9 @@ def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _run_and_save(variant: Variant, seed: int, run_dir: Path, threads: int | None) -> dict[str, Any]:
+def _run_and_save(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:
     try:
-        row = run_variant(variant, seed, run_dir, threads)
+        row = run_variant(variant, seed, run_dir)
         row.update(_budget(variant, run_dir))
     except TextVAEError as err:
         row = {"variant": variant.name, "seed": seed, "error": str(err)}
@@ -356,11 +372,10 @@ def run_ablation(
     if jobs == 1:
         for variant, seed, run_dir in todo:
             log.info("== %s (seed %d) → %s", variant.name, seed, run_dir)
-            record(_run_and_save(variant, seed, run_dir, None))
+            record(_run_and_save(variant, seed, run_dir))
     else:
         # the variants with a non-standard strategy (aggressive training) cost the most: start them first
         todo.sort(key=lambda item: getattr(item[0].recipe, "strategy", {}).get("type", "standard") == "standard")
-        threads = max(1, (os.cpu_count() or 1) // jobs)
         # on a GPU the rows share it through the MPS daemon (started here if none runs, stopped after)
         cuda = cuda_wanted(getattr(v.recipe.train, "device", "auto") for v, _, _ in todo)
         with (
@@ -372,12 +387,20 @@ def run_ablation(
                 initargs=(os.getpid(),),
             ) as pool,
         ):
-            futures = [pool.submit(_run_and_save, v, s, d, threads) for v, s, d in todo]
+            futures = [pool.submit(_run_and_save, v, s, d) for v, s, d in todo]
             for future in as_completed(futures):
                 record(future.result())
     final = [rows[key] for key in order if key in rows]
     write_results(out_dir, final, variants)
     return final
+
+
+def _machine_text(row: dict) -> str:
+    """Where a row ran: its GPU, or its CPU with the threads ("cpu (AMD EPYC, 1 thread)") where recorded."""
+    if row["device"] != "cpu" or "cpu" not in row:
+        return row["device"]
+    threads = row["threads"]
+    return f"cpu ({row['cpu']}, {threads} thread{'s' if threads != 1 else ''})"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -403,7 +426,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 line[key] = _mean_std([float(v) for v in values])
         paper = (group or failed)[0].get("paper", {}) if (group or failed) else {}
         line["paper"] = paper if "tag" in paper else {}  # results written before 2026-12-04 cite no tagged row
-        line["device"] = ", ".join(sorted({r["device"] for r in group if r.get("device")})) or None
+        line["device"] = ", ".join(sorted({_machine_text(r) for r in group if r.get("device")})) or None
         line["date"] = max((r["date"] for r in group if r.get("date")), default=None)
         line["stopped_on_time"] = any(r.get("stopped_on_time") for r in group)
         if failed:

@@ -116,7 +116,9 @@ class TrainConfig:
     log_every_steps: int = 50
     checkpoint_every_steps: int | None = 500  # `last.pt` also inside an epoch, for --resume
     progress_bar: bool = True
-    threads: int | None = None  # torch intra-op threads; None = torch's default
+    # torch intra-op threads; None = torch's default (all cores), except in an ablation row: one
+    # (textvae.engine.machine.ROW_THREADS). The thread count changes the float rounding, not the maths
+    threads: int | None = None
     max_nonfinite_in_a_row: int = 10  # stop when this many batches in a row give a non-finite loss or gradient
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: this process's GPU if CUDA is available
     tensorboard: bool = False  # also write metrics.jsonl's records as TensorBoard scalars (pip install tensorboard)

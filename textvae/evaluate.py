@@ -32,6 +32,7 @@ from textvae.cross_entropy import linear_cross_entropy, output_layer_of, token_n
 from textvae.data.batching import Batch, bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
 from textvae.distributions import standard_normal_log_prob
+from textvae.engine.machine import machine_fingerprint
 from textvae.errors import TextVAEError
 from textvae.eval_device import (
     PRECISIONS,
@@ -112,6 +113,7 @@ def evaluate(model, split: EncodedSplit, pad_id: int, settings: EvalSettings = E
     result.metrics["split"] = split.name
     result.metrics["device"] = str(device)
     result.metrics["matmul_precision"] = settings.matmul_precision
+    result.metrics |= machine_fingerprint()  # the CPU, its kernels and the threads: what the last digits depend on
     return result
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -16,6 +15,7 @@ import torch
 
 import textvae
 from textvae.checkpoint import atomic_write_text
+from textvae.engine.machine import cpu_name
 from textvae.errors import TextVAEError
 
 from .clock import Clock
@@ -37,15 +37,9 @@ log = logging.getLogger(__name__)
 
 
 def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     info = {
-        "cpu": cpu,
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

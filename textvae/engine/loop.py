@@ -21,6 +21,7 @@ from tqdm import tqdm
 from textvae import distributed, faults
 from textvae.checkpoint import atomic_write_text, read_checkpoint_or_previous
 from textvae.engine.family import Family
+from textvae.engine.machine import machine_fingerprint, warn_if_changed
 from textvae.engine.metrics_log import MetricsLog
 from textvae.engine.run_dir import prepare_run_dir, read_resumable
 from textvae.engine.state import (
@@ -86,6 +87,9 @@ class Engine:
         self.stepper = self.family.stepper(self.optimizer, self.forward_module())
         offset = self.resumed["metrics_offset"] if self.resumed else None
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", offset, enabled=self.dist.is_main)
+        changes = warn_if_changed(self.resumed.get("machine"), str(self.run_dir)) if self.resumed else []
+        if changes:
+            self.metrics_log.write({"event": "machine_changed", "step": self.progress.step, "changes": changes})
         if self.cfg.tensorboard and self.dist.is_main:
             from textvae.engine.tensorboard import TensorBoardMirror
 
@@ -249,6 +253,7 @@ class Engine:
             rng=rng,
             progress=asdict(self.progress),
             metrics_offset=self.metrics_log.offset,
+            machine=machine_fingerprint(),  # a resume on other threads or another CPU says it is not bit-exact
         )
 
     def end_of_epoch(self, valid: dict) -> bool:

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 # what a run writes before its first checkpoint (tensorboard/: the event files of train.tensorboard)
 _WRITTEN_BEFORE_FIRST_CHECKPOINT = ("config.json", "vocab.json", "metrics.jsonl", "tensorboard")
 
-# train settings that change how a run executes, not what it computes: --resume may change them
+# train settings that change how a run executes, not what it computes: --resume may change them. `threads`
+# (and the CPU itself) still change the float rounding: such a resume goes on, warns and writes a
+# "machine_changed" record (textvae.engine.machine), since it is no longer bit-identical to an uninterrupted run
 RUNTIME_KEYS = ("progress_bar", "threads", "max_nonfinite_in_a_row", "device", "cuda_graphs", "max_minutes")
 
 

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from textvae import metrics
 from textvae.checkpoint import atomic_write_text
 from textvae.distributions import DiagGaussian
+from textvae.engine.machine import machine_fingerprint
 from textvae.eval_device import MEMORY_FRACTION, module_device, resolve_device
 from textvae.image import figures as image_figures
 from textvae.image.config import ImageEvalConfig
@@ -288,6 +289,7 @@ def evaluate_image(
     has = {"iw": has_iw, "posterior": has_posterior, "reconstruct": has_reconstruct}
     result = _image_metrics(split, settings, step, totals, sums, has, mi_generator)
     result |= {"iw_chunk_size": chunk, "device": str(device), "eval_seconds": time.perf_counter() - started}
+    result |= machine_fingerprint()  # the CPU, its kernels and the threads: what the last digits depend on
     code_counts = torch.bincount(torch.cat(sums.codes)).cpu() if has_codes else None
     if has_codes:
         used, perplexity = codebook_usage(code_counts)
