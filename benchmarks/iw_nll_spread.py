@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
 
     from textvae.checkpoint import load_checkpoint
     from textvae.data.corpus import encode_split
-    from textvae.evaluate import EvalSettings, evaluate
+    from textvae.evaluation.evaluate import EvalSettings, evaluate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")

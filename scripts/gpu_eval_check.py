@@ -41,18 +41,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from textvae import cli, metrics  # noqa: E402
+from textvae.api import load_checkpoint  # noqa: E402
 from textvae.bench.clock import Clock  # noqa: E402
 from textvae.bench.iw_nll import eval_path  # noqa: E402
 from textvae.bench.models import FULL, TINY, seeded_model, vae_spec  # noqa: E402
-from textvae.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from textvae.checkpoint import resolve_checkpoint  # noqa: E402
 from textvae.data.batching import bucketed_batches, iterate_batches  # noqa: E402
 from textvae.data.corpus import encode_split  # noqa: E402
-from textvae.eval_device import logit_chunk_rows, matmul_precision, pass_rows  # noqa: E402
-from textvae.evaluate import (  # noqa: E402
-    decoder_log_likelihood,
-    draw_importance_samples,
-    select_sentences,
-)
+from textvae.evaluation.device import logit_chunk_rows, matmul_precision, pass_rows  # noqa: E402
+from textvae.evaluation.importance import decoder_log_likelihood, draw_importance_samples  # noqa: E402
+from textvae.evaluation.validation import select_sentences  # noqa: E402
 
 log = logging.getLogger("gpu_eval_check")
 TOLERANCE = 0.01  # nats per sentence, CPU against GPU at fp32 on the same draws

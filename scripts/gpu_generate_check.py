@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from textvae.batch_generation import generate_jsonl
-from textvae.checkpoint import save_checkpoint
 from textvae.config import recipe_from_dict
 from textvae.data.vocab import Vocab
-from textvae.generate import DecodeSettings, decode
+from textvae.generation.decoding import DecodeSettings, decode
+from textvae.generation.jsonl import generate_jsonl
 from textvae.models import build_model
+from textvae.train import save_checkpoint
 
 VOCAB = Vocab(words=("<pad>", "<s>", "</s>", "<unk>", *[f"w{i}" for i in range(496)]))
 SMALL = {"embed_dim": 32, "hidden_dim": 64}

@@ -7,7 +7,7 @@ For the PTB paper model (``recipes/ptb/lstm_vae.toml``) at each ``--hidden`` siz
 
 - ``check``: ``--steps`` steps on PTB (half on batches of its 4 commonest lengths, so that most of
   them replay a graph, then shuffled length-bucketed batches of all lengths), from the same seed, once
-  with the sync-free step uncaptured and once graphed (``textvae.graph_cache.GraphedStep``), one
+  with the sync-free step uncaptured and once graphed (``textvae.cuda.graph_cache.GraphedStep``), one
   non-finite batch injected a quarter of the way (a nan in the encoder's output bias): the mean loss of each
   quarter of the run (within ``--tolerance``, relative) and the skipped-step counts (1 each);
 - ``timing``: ms/step and target tokens/s on batches of one length (the most common batch shape)
@@ -44,13 +44,13 @@ sys.path.insert(0, str(REPO))
 
 from textvae.checkpoint import atomic_write_text  # noqa: E402
 from textvae.config import load_recipe  # noqa: E402
+from textvae.cuda.graph_cache import GraphedStep  # noqa: E402
+from textvae.cuda.sync_free_step import SyncFreeStep, text_loss_fn  # noqa: E402
 from textvae.data.batching import bucketed_batches, iterate_batches  # noqa: E402
 from textvae.data.corpus import build_vocab, encode_split, load_text  # noqa: E402
-from textvae.graph_cache import GraphedStep  # noqa: E402
-from textvae.graph_step import SyncFreeStep, text_loss_fn  # noqa: E402
+from textvae.engine.state import make_optimizer  # noqa: E402
 from textvae.models import build_model  # noqa: E402
 from textvae.strategies import StandardStrategy, StepContext  # noqa: E402
-from textvae.train import make_optimizer  # noqa: E402
 
 log = logging.getLogger("gpu_graph_check")
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from textvae.ablation import load_ablation, run_ablation
 from textvae.engine.machine import ROW_THREADS, cpu_name
 from textvae.errors import TextVAEError
 from textvae.faults import ENV_VAR
+from textvae.reproduction.ablation import load_ablation, run_ablation
 
 SENTENCES = [
     f"the {a} saw a {b} near the {c}"
@@ -287,7 +287,7 @@ def _alive(pid: int) -> bool:
 def test_a_rows_budget_counts_the_epochs_it_started(tmp_path, events, epochs):
     from types import SimpleNamespace
 
-    from textvae.ablation import _budget
+    from textvae.reproduction.ablation import _budget
 
     lines = [{"event": e, **({"epoch": n} if n is not None else {})} for e, n in events]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")

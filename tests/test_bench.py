@@ -13,10 +13,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from tests.conftest import REPO, tiny_vae_spec
 from textvae import bench, cli
 from textvae.bench import references
-from textvae.cross_entropy import linear_cross_entropy
 from textvae.data.batching import collate
-from textvae.evaluate import importance_log_weights, samples_log_likelihood
+from textvae.evaluation.importance import importance_log_weights, samples_log_likelihood
 from textvae.models import build_model
+from textvae.models.cross_entropy import linear_cross_entropy
 from textvae.objective import Objective, elbo_terms
 from textvae.strategies import StandardStrategy, StepContext, apply_update, only_these_require_grad
 

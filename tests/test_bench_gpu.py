@@ -70,8 +70,8 @@ def _fake_capture(calls: list):
 
 
 def test_graphed_toolkit_step_feeds_each_batch_through_its_static_buffers(vocab):
-    graph_step = pytest.importorskip("textvae.graph_step")
-    pytest.importorskip("textvae.graph_cache")
+    graph_step = pytest.importorskip("textvae.cuda.sync_free_step")
+    pytest.importorskip("textvae.cuda.graph_cache")
     rows = [[[1, *(4 + (i * k + j) % 7 for j in range(5)), 2] for i in range(3)] for k in (1, 2, 3)]
     batches = [collate(sentences, [0, 1, 2], 0) for sentences in rows]  # three different batches, one shape
 
@@ -96,8 +96,8 @@ def test_graphed_toolkit_step_feeds_each_batch_through_its_static_buffers(vocab)
 
 
 def test_graphed_image_step_trains_on_each_batch(monkeypatch):
-    pytest.importorskip("textvae.graph_step")
-    pytest.importorskip("textvae.graph_cache")
+    pytest.importorskip("textvae.cuda.sync_free_step")
+    pytest.importorskip("textvae.cuda.graph_cache")
     built = []
     make = image._model_and_optimizer
     monkeypatch.setattr(image, "_model_and_optimizer", lambda device: built.append(make(device)) or built[-1])

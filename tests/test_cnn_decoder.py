@@ -6,7 +6,7 @@ import torch
 
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
-from textvae.generate import DecodeSettings, decode
+from textvae.generation.decoding import DecodeSettings, decode
 from textvae.models import build_model
 from textvae.models.cnn_decoder import PRESETS, DilatedCNNDecoder, receptive_field
 

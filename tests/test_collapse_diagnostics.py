@@ -1,4 +1,4 @@
-"""Live collapse diagnostics: validation records carry AU and KL per dimension (textvae.evaluate)."""
+"""Live collapse diagnostics: validation records carry AU and KL per dimension (textvae.evaluation.evaluate)."""
 
 import numpy as np
 import torch
@@ -6,7 +6,8 @@ import torch
 from tests.conftest import tiny_lm_spec, tiny_vae_spec
 from textvae.data.corpus import EncodedSplit
 from textvae.data.vocab import Vocab
-from textvae.evaluate import EvalSettings, evaluate, validation_from_sums, validation_sums
+from textvae.evaluation.evaluate import EvalSettings, evaluate
+from textvae.evaluation.validation import validation_from_sums, validation_sums
 from textvae.models import build_model
 
 

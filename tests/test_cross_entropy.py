@@ -1,12 +1,12 @@
-"""textvae.cross_entropy: the fused output layer + cross-entropy and its reused logit buffers."""
+"""textvae.models.cross_entropy: the fused output layer + cross-entropy and its reused logit buffers."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from textvae import cross_entropy
-from textvae.cross_entropy import linear_cross_entropy
+from textvae.models import cross_entropy
+from textvae.models.cross_entropy import linear_cross_entropy
 
 
 def _check(layer, rows: int, chunk_rows: int, seed: int) -> None:

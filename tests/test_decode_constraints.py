@@ -10,7 +10,7 @@ from torch import nn
 
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
-from textvae.generate import DecodeSettings, decode
+from textvae.generation.decoding import DecodeSettings, decode
 from textvae.models import build_model
 from textvae.models.transformer_decoder import GPT2Decoder
 

@@ -94,6 +94,7 @@ def test_two_processes_train_the_language_model_exactly_like_one(tmp_path, corpu
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
     for a, b in zip(_records(single, "train"), _records(double, "train"), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)  # sums and counts over both ranks
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)  # of the all-reduced gradients
 
 
 @pytest.fixture(scope="module")

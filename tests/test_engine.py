@@ -23,20 +23,23 @@ from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 from textvae.config import recipe_from_dict
 from textvae.data.batching import bucketed_batches, collate
 from textvae.data.corpus import build_vocab, encode_split, load_text
-from textvae.distributed import SINGLE_PROCESS
 from textvae.engine import Engine, StepOutcome
+from textvae.engine.distributed import SINGLE_PROCESS
 from textvae.engine.machine import cpu_name, machine_fingerprint
 from textvae.engine.state import make_optimizer, seed_everything
 from textvae.errors import TextVAEError
+from textvae.image.checkpoint import build_image_model
 from textvae.image.config import image_recipe_from_dict
 from textvae.image.data import batch_generator, epoch_order, load_image_split
-from textvae.image.train import ImageFamily, build_image_model, train_image
+from textvae.image.train import ImageFamily, train_image
 from textvae.models import build_model
 from textvae.strategies import StandardStrategy, StepContext, apply_update
 from textvae.train import TextFamily, train
 
 TIMING_FIELDS = ("tokens_per_s", "images_per_s")
-LATER_FIELDS = ("au", "kl_per_dim")  # validation fields added after the digests were recorded (no random draws)
+# fields added after the digests were recorded: validation's au and kl_per_dim (no random draws), the train
+# records' gradient norms (read from the gradients, they change no update)
+LATER_FIELDS = ("au", "kl_per_dim", "grad_norm", "grad_norm_encoder", "grad_norm_decoder")
 PTB = SHARED_DATA / "ptb"
 MNIST = SHARED_DATA / "mnist"
 TINY_LSTM = {"type": "lstm", "embed_dim": 16, "hidden_dim": 16}

@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from tests.conftest import REPO, tiny_lm_spec, tiny_vae_spec
-from textvae import evaluate as evaluate_module
 from textvae import metrics
 from textvae.data.corpus import EncodedSplit
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
-from textvae.eval_device import matmul_precision, resolve_device
-from textvae.evaluate import EvalSettings, evaluate
+from textvae.evaluation import evaluate as evaluate_module
+from textvae.evaluation import validation as validation_module
+from textvae.evaluation.device import matmul_precision, resolve_device
+from textvae.evaluation.evaluate import EvalSettings, evaluate
 from textvae.models import build_model
 
 GOLDEN = REPO / "tests" / "golden" / "evaluate_cpu.json"
@@ -183,11 +184,11 @@ def test_the_host_reads_the_device_a_fixed_number_of_times_whatever_the_number_o
 def test_validation_reads_the_device_a_fixed_number_of_times_whatever_the_number_of_batches(monkeypatch, name):
     split, vocab = _split_and_vocab()
     model = _models(vocab)[name]
-    counts = _count_reads(monkeypatch)
-    evaluate_module.validation_sums(model, split, vocab.pad_id, 4, np.arange(6), seed=0)  # 2 batches
+    counts = _count_reads(monkeypatch, validation_module)
+    validation_module.validation_sums(model, split, vocab.pad_id, 4, np.arange(6), seed=0)  # 2 batches
     few = dict(counts)
     counts.update(dict.fromkeys(counts, 0))
-    evaluate_module.validation_sums(model, split, vocab.pad_id, 4, np.arange(23), seed=0)  # 6 batches
+    validation_module.validation_sums(model, split, vocab.pad_id, 4, np.arange(23), seed=0)  # 6 batches
     assert counts == few, (few, counts)
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from textvae.errors import TextVAEError
-from textvae.generate import DecodeSettings, decode, filter_logits
+from textvae.generation.decoding import DecodeSettings, decode, filter_logits
 
 
 def test_filter_logits_top_k_and_top_p():

@@ -16,8 +16,14 @@ from textvae.cli import main
 from textvae.config import recipe_from_dict
 from textvae.data.corpus import encode_split
 from textvae.errors import TextVAEError
-from textvae.evaluate import EvalSettings
-from textvae.generation_metrics import GenerationSettings, corpus_bleu, distinct_n, evaluate_generation, self_bleu
+from textvae.evaluation.evaluate import EvalSettings
+from textvae.evaluation.generation_quality import (
+    GenerationSettings,
+    corpus_bleu,
+    distinct_n,
+    evaluate_generation,
+    self_bleu,
+)
 from textvae.train import train
 
 SACREBLEU = Path(sys.executable).parent / "sacrebleu"

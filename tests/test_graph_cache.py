@@ -3,10 +3,10 @@
 import torch
 
 from tests.test_graph_step import _batches, _model, _Train
+from textvae.cuda.graph_cache import GraphedStep, batch_key
+from textvae.cuda.sync_free_step import SyncFreeStep, text_loss_fn
 from textvae.data.batching import collate
-from textvae.graph_cache import GraphedStep, batch_key
-from textvae.graph_step import SyncFreeStep, text_loss_fn
-from textvae.train import make_optimizer
+from textvae.engine.state import make_optimizer
 
 
 class FakeCapture:

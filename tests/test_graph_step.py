@@ -1,4 +1,4 @@
-"""The sync-free step (textvae.graph_step) against the host-synchronised step of textvae.strategies."""
+"""The sync-free step (textvae.cuda.sync_free_step) against the host-synchronised step of textvae.strategies."""
 
 import math
 
@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from tests.conftest import tiny_vae_spec
+from textvae.cuda.sync_free_step import SyncFreeStep, text_loss_fn
 from textvae.data.batching import collate
-from textvae.graph_step import SyncFreeStep, text_loss_fn
+from textvae.engine.state import make_optimizer
+from textvae.engine.step import StepOutcome
+from textvae.engine.train_record import TrainWindow, norm_keys
 from textvae.models import build_model
 from textvae.remedies.kl_annealing import KLAnnealing
 from textvae.strategies import StandardStrategy, StepContext
-from textvae.train import make_optimizer
 
 REMEDIES = {
     "none": [],
@@ -124,20 +126,22 @@ def test_a_non_finite_batch_is_skipped_and_counted_as_on_the_host(vocab, optimiz
 
 
 def test_sums_are_the_host_windows_sums(vocab):
-    from textvae.train import TrainWindow
-
+    # the train record's sums, gradient norms included, are the same numbers from both steps
     model = _model(vocab, [])
     optimizer = make_optimizer(model, _Train("sgd", 0.5))
     step = SyncFreeStep(model, optimizer, text_loss_fn(model), grad_clip=5.0)
     model_b = _model(vocab, [])
-    window, strategy, optimizer_b = TrainWindow(), StandardStrategy(), make_optimizer(model_b, _Train("sgd", 0.5))
+    strategy, optimizer_b = StandardStrategy(), make_optimizer(model_b, _Train("sgd", 0.5))
+    window = TrainWindow(torch.device("cpu"), norm_keys(model_b))
     for i, batch in enumerate(_batches(vocab) * 2):
         torch.manual_seed(i)
         step(batch)
         torch.manual_seed(i)
-        terms, _ = strategy.train_step(StepContext(model_b, optimizer_b, 5.0, i, 2, lambda: None), batch)
-        window.add(terms, len(batch), batch.num_target_tokens)
-    assert step.state.read().sums == window.sums()
+        context = StepContext(model_b, optimizer_b, 5.0, i, 2, lambda: None)
+        terms, updated = strategy.train_step(context, batch)
+        window.add_step(StepOutcome(updated, terms, len(batch), batch.num_target_tokens, grad_norms=context.grad_norms))
+    assert step.state.read().sums == window.totals()
+    assert window.totals()["norm_steps"] == 4 and window.totals()["grad_norm_encoder"] > 0
     step.state.reset_sums()
     assert step.state.read().sums["loss"] == 0.0
 

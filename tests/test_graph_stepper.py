@@ -1,4 +1,4 @@
-"""The graphed step inside the engine (textvae.graph_stepper), on a CPU with a simulated capture:
+"""The graphed step inside the engine (textvae.cuda.graph_stepper), on a CPU with a simulated capture:
 the same weights and metrics.jsonl as the host-synchronised step, skipped steps settled at events,
 resume, and when train.cuda_graphs turns graphs on."""
 
@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from tests.test_engine import LOGGED, PTB, golden_run, metrics_records, run_fingerprint, text_recipe
-from textvae import distributed, graph_cache, graph_stepper
 from textvae import train as text_train
 from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
+from textvae.cuda import graph_cache, graph_stepper
+from textvae.cuda.graph_stepper import GraphStepper
+from textvae.engine import distributed
 from textvae.errors import TextVAEError
 from textvae.strategies import AggressiveInference, StandardStrategy, Strategy
-from textvae.train import GraphStepper, StrategyStepper, train
+from textvae.train import StrategyStepper, train
 
 
 def _sync_free_steps(stepper) -> int:

@@ -19,23 +19,23 @@ from torch import nn
 
 from tests.conftest import REPO, SHARED_DATA
 from textvae import registry
-from textvae.ablation import load_ablation
 from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 from textvae.cli import main
 from textvae.config import Recipe
 from textvae.distributions import DiagGaussian, standard_normal_log_prob
 from textvae.errors import TextVAEError
+from textvae.families import load_any_recipe
 from textvae.faults import ENV_VAR
 from textvae.image.config import (
     ImageDataConfig,
     ImageEvalConfig,
     ImageRecipe,
     is_image_config,
-    load_any_recipe,
 )
 from textvae.image.data import load_image_split
 from textvae.image.evaluate import codebook_usage, evaluate_image, importance_log_weights
 from textvae.image.models.base import IMAGE_CONTEXT, LossTerms
+from textvae.reproduction.ablation import load_ablation
 
 TINY_VAE = "test_tiny_image_vae"
 TINY_CODES = "test_tiny_image_codes"
@@ -348,7 +348,7 @@ def test_missing_data_and_corrupt_checkpoints_are_one_line_errors(trained, recip
 
 
 def test_an_image_beta_ablation_tabulates_image_columns(recipe_file, tmp_path):
-    from textvae.ablation import run_ablation
+    from textvae.reproduction.ablation import run_ablation
 
     ablation = tmp_path / "ablation.toml"
     ablation.write_text(
@@ -368,7 +368,7 @@ def test_an_image_beta_ablation_tabulates_image_columns(recipe_file, tmp_path):
 
 
 def test_loading_a_text_checkpoint_as_an_image_run_is_refused(tmp_path):
-    from textvae.image.train import load_image_checkpoint
+    from textvae.image.checkpoint import load_image_checkpoint
 
     with pytest.raises(TextVAEError, match="checkpoint not found"):
         load_image_checkpoint(tmp_path / "missing.pt")

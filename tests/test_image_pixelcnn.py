@@ -14,6 +14,7 @@ import torch
 from tests.test_image_vqvae import mnist_batch, one_thread  # noqa: F401 (an autouse fixture)
 from textvae import registry
 from textvae.errors import TextVAEError
+from textvae.image.checkpoint import load_image_checkpoint, save_image_checkpoint
 from textvae.image.config import image_recipe_from_dict
 from textvae.image.models.pixelcnn import (
     CausalSelfAttention,
@@ -22,7 +23,6 @@ from textvae.image.models.pixelcnn import (
     horizontal_mask,
     vertical_mask,
 )
-from textvae.image.train import save_image_checkpoint
 
 TINY_VQVAE = {
     "type": "vqvae",
@@ -140,7 +140,7 @@ def stage_one_run(tmp_path):
 def build_prior(run: Path, image_shape=(1, 28, 28)):
     torch.manual_seed(0)
     spec = {"type": "vqvae_prior", "vqvae_run": str(run), **TINY_PRIOR}
-    return registry.build("image_model", spec, image_shape=image_shape)
+    return registry.build("image_model", spec, image_shape=image_shape, load_run=load_image_checkpoint)
 
 
 def test_a_uniform_prior_costs_log_k_nats_per_code(stage_one_run):

@@ -10,6 +10,7 @@ from tests.test_image_pixelcnn import save_stage_one_run
 from tests.test_image_vqvae import mnist_batch, one_thread  # noqa: F401 (an autouse fixture)
 from textvae import registry
 from textvae.errors import TextVAEError
+from textvae.image.checkpoint import load_image_checkpoint
 from textvae.image.models.vqvae2 import VQVAE2
 
 TINY = {"hidden_dim": 16, "residual_hidden_dim": 8, "num_residual_blocks": 1, "code_dim": 6, "num_codes": 11}
@@ -94,7 +95,7 @@ def stage_one_run(tmp_path):
 def build_prior(run):
     torch.manual_seed(0)
     spec = {"type": "vqvae2_prior", "vqvae2_run": str(run), **TINY_PRIOR}
-    return registry.build("image_model", spec, image_shape=(1, 28, 28))
+    return registry.build("image_model", spec, image_shape=(1, 28, 28), load_run=load_image_checkpoint)
 
 
 def test_the_bottom_prior_is_conditioned_on_the_top_codes(stage_one_run):

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from textvae.evaluate import _VaeSums
+from textvae.evaluation.evaluate import _VaeSums
 
 
 def test_the_mean_monte_carlo_se_predicts_the_spread_over_draws_on_fixed_sentences():

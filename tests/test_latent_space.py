@@ -13,17 +13,17 @@ import torch
 import textvae
 from tests.conftest import REPO, tiny_vae_spec
 from textvae import cli
-from textvae.attributes import AttributeVectors, attribute_vectors, load_vectors, read_labelled, save_vectors
-from textvae.batch_generation import generate_jsonl
-from textvae.checkpoint import save_checkpoint
 from textvae.config import recipe_from_dict
 from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
 from textvae.errors import TextVAEError
-from textvae.generate import DecodeSettings
+from textvae.generation.decoding import DecodeSettings
+from textvae.generation.jsonl import generate_jsonl
+from textvae.latent.attributes import AttributeVectors, attribute_vectors, load_vectors, read_labelled, save_vectors
+from textvae.latent.neighbours import corpus_codes, nearest
+from textvae.latent.transfer import train_classifier, transfer_table
 from textvae.models import build_model
-from textvae.neighbours import corpus_codes, nearest
-from textvae.transfer import train_classifier, transfer_table
+from textvae.train import save_checkpoint
 
 WORDS = ("good", "great", "bad", "awful", "food", "the", "was", "service")
 LABELLED = [
@@ -141,7 +141,7 @@ def test_corpus_codes_are_cached_and_reencoded_when_the_corpus_changes(run_dir, 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("1\tthe food was good\ngreat service\n\nthe food was bad\n", encoding="utf-8")
     calls = []
-    import textvae.neighbours as neighbours
+    import textvae.latent.neighbours as neighbours
 
     real = neighbours.posterior_means
     monkeypatch.setattr(neighbours, "posterior_means", lambda *a: calls.append(1) or real(*a))

@@ -8,7 +8,8 @@ import torch
 from textvae import metrics
 from textvae.data.batching import Batch
 from textvae.distributions import DiagGaussian, standard_normal_log_prob
-from textvae.evaluate import EvalSettings, evaluate, importance_log_weights
+from textvae.evaluation.evaluate import EvalSettings, evaluate
+from textvae.evaluation.importance import importance_log_weights
 from textvae.models.vae import Inference
 from textvae.objective import elbo_terms
 

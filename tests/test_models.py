@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import tiny_vae_spec
-from textvae.cross_entropy import sequence_nll
 from textvae.data.batching import collate
 from textvae.models import build_model
+from textvae.models.cross_entropy import sequence_nll
 
 
 @pytest.mark.parametrize("z_init_state,z_concat_input", [(True, True), (True, False), (False, True)])

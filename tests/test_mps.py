@@ -8,9 +8,9 @@ import subprocess
 import pytest
 import torch
 
-from textvae import mps
-from textvae.ablation import run_ablation
-from textvae.mps import MPSDaemon, cuda_wanted
+from textvae.cuda import mps
+from textvae.cuda.mps import MPSDaemon, cuda_wanted
+from textvae.reproduction.ablation import run_ablation
 
 BINARY = "/usr/bin/nvidia-cuda-mps-control"
 
@@ -76,7 +76,7 @@ def test_stops_the_daemon_after_an_error_or_ctrl_c():
 
 def test_without_the_binary_it_warns_that_rows_time_slice(caplog):
     control = FakeControl()
-    with caplog.at_level(logging.WARNING, logger="textvae.mps"), _daemon(control, binary=None) as daemon:
+    with caplog.at_level(logging.WARNING, logger="textvae.cuda.mps"), _daemon(control, binary=None) as daemon:
         assert not daemon.started and not daemon.shared
     assert control.calls == []
     assert "time-slice" in caplog.text
@@ -85,14 +85,14 @@ def test_without_the_binary_it_warns_that_rows_time_slice(caplog):
 @pytest.mark.parametrize("raises", [FileNotFoundError, PermissionError, subprocess.TimeoutExpired])
 def test_a_failing_binary_never_raises(raises, caplog):
     control = FakeControl(raises=(lambda message: raises("cmd", 1)) if raises is subprocess.TimeoutExpired else raises)
-    with caplog.at_level(logging.WARNING, logger="textvae.mps"), _daemon(control) as daemon:
+    with caplog.at_level(logging.WARNING, logger="textvae.cuda.mps"), _daemon(control) as daemon:
         assert not daemon.started
     assert "time-slice" in caplog.text and "quit" not in control.calls
 
 
 def test_a_daemon_that_will_not_start_is_not_stopped(caplog):
     control = FakeControl(start_ok=False)
-    with caplog.at_level(logging.WARNING, logger="textvae.mps"), _daemon(control) as daemon:
+    with caplog.at_level(logging.WARNING, logger="textvae.cuda.mps"), _daemon(control) as daemon:
         assert not daemon.started and not daemon.shared
     assert control.calls == ["get_server_list", "-d"] and "time-slice" in caplog.text
 

@@ -3,7 +3,7 @@ import torch
 from tests.conftest import tiny_vae_spec
 from textvae import metrics
 from textvae.distributions import standard_normal_log_prob
-from textvae.evaluate import importance_log_weights
+from textvae.evaluation.importance import importance_log_weights
 from textvae.flows import IAFStep
 from textvae.models import build_model
 from textvae.objective import elbo_terms

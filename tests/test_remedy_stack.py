@@ -10,7 +10,7 @@ import textvae
 from tests.conftest import tiny_vae_spec
 from textvae.config import recipe_from_dict
 from textvae.data.corpus import encode_split
-from textvae.evaluate import EvalSettings, evaluate
+from textvae.evaluation.evaluate import EvalSettings, evaluate
 from textvae.models import build_model
 from textvae.objective import elbo_terms
 from textvae.remedies.base import training_objective

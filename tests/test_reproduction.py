@@ -1,15 +1,15 @@
-"""Verdicts from published values and findings (textvae.reproduction), and the recipes' citations."""
+"""Verdicts from published values and findings (textvae.verdicts), and the recipes' citations."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-from textvae.ablation import load_ablation
 from textvae.config import ReferenceConfig, read_toml
 from textvae.errors import TextVAEError
-from textvae.image.config import load_any_recipe
-from textvae.reproduction import mi_is_noise, reference_spec, run_check, verdict
+from textvae.families import load_any_recipe
+from textvae.reproduction.ablation import load_ablation
+from textvae.verdicts import mi_is_noise, reference_spec, run_check, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPERS = ROOT.parent / "shared" / "papers.md"
@@ -117,7 +117,7 @@ def test_every_cited_row_carries_a_tag_from_the_papers_legend():
 
 def _ablation_results(tmp_path, kl_by_variant, source="recipes/quickstart/ablation.toml"):
     """A results directory as `textvae ablate` writes it, for the quickstart's variants, without training."""
-    from textvae.ablation import load_ablation, write_results
+    from textvae.reproduction.ablation import load_ablation, write_results
 
     run = tmp_path / "run"
     run.mkdir()
@@ -135,7 +135,7 @@ def _ablation_results(tmp_path, kl_by_variant, source="recipes/quickstart/ablati
 def test_the_status_table_matches_the_results_files_it_was_built_from(tmp_path, monkeypatch):
     import json
 
-    from textvae.reproduction import STATUS_BEGIN, STATUS_END, status_markdown, status_rows
+    from textvae.reproduction.status import STATUS_BEGIN, STATUS_END, status_markdown, status_rows
 
     monkeypatch.chdir(ROOT)
     run = _ablation_results(tmp_path, {"VAE": 0.02, "+annealing": 0.5})
@@ -167,7 +167,7 @@ def test_the_status_table_matches_the_results_files_it_was_built_from(tmp_path, 
 
 def test_report_reproduction_rewrites_the_readme_block_and_rejects_a_bad_directory(tmp_path, monkeypatch):
     from textvae.cli import main
-    from textvae.reproduction import STATUS_BEGIN, STATUS_END
+    from textvae.reproduction.status import STATUS_BEGIN, STATUS_END
 
     monkeypatch.chdir(ROOT)
     run = _ablation_results(tmp_path, {})
@@ -184,7 +184,7 @@ def test_report_reproduction_rewrites_the_readme_block_and_rejects_a_bad_directo
 
 
 def test_the_readmes_hold_the_status_generated_from_the_committed_results(monkeypatch):
-    from textvae.reproduction import status_markdown, status_rows
+    from textvae.reproduction.status import status_markdown, status_rows
 
     monkeypatch.chdir(ROOT)
     runs = sorted(p.parent for p in Path("recipes/results").glob("*/results.json"))
@@ -198,7 +198,7 @@ def test_report_of_eval_results_shows_the_published_row_and_the_verdict(tmp_path
 
     from textvae.cli import main
     from textvae.config import load_recipe
-    from textvae.report import markdown_table
+    from textvae.reproduction.tables import markdown_table
 
     config = load_recipe(ROOT / "recipes" / "yahoo" / "lstm_vae.toml").to_dict()
     result = {"kind": "vae", "iw_nll": 329.5, "kl": 0.05, "mi_batch": 0.02, "mi_batch_se": 0.03, "config": config}

@@ -11,7 +11,7 @@ from textvae.config import DataConfig, recipe_from_dict
 from textvae.data.corpus import build_vocab, encode_split, line_tokens, load_text
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
-from textvae.evaluate import EvalSettings, evaluate
+from textvae.evaluation.evaluate import EvalSettings, evaluate
 from textvae.train import train
 
 SENTENCES = [

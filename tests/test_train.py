@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_DATA
-from textvae.checkpoint import load_checkpoint, read_checkpoint, write_checkpoint_payload
+from textvae.api import load_checkpoint
+from textvae.checkpoint import read_checkpoint, write_checkpoint_payload
 from textvae.config import recipe_from_dict
 from textvae.data.corpus import encode_split
 from textvae.errors import TextVAEError
-from textvae.evaluate import EvalSettings, evaluate
+from textvae.evaluation.evaluate import EvalSettings, evaluate
 from textvae.train import train
 
 

@@ -15,8 +15,8 @@ from textvae.data.batching import collate
 from textvae.data.corpus import encode_split
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
-from textvae.evaluate import EvalSettings, evaluate
-from textvae.generate import DecodeSettings, decode
+from textvae.evaluation.evaluate import EvalSettings, evaluate
+from textvae.generation.decoding import DecodeSettings, decode
 from textvae.models import build_model
 from textvae.models.transformer_decoder import GPT2Decoder
 from textvae.objective import elbo_terms

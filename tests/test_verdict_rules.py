@@ -1,4 +1,4 @@
-"""The rules a verdict follows (textvae.verdict_rules, textvae.bn_batch_kl): the BN-VAE bound on the
+"""The rules a verdict follows (textvae.verdicts, textvae.evaluation.bn_batch_kl): the BN-VAE bound on the
 KL under batch statistics, checks that say when they apply, seeds that can disagree, and re-rendering
 under the recipe's current citation."""
 
@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from tests.test_ablation import SENTENCES, _write_ablation, corpus  # noqa: F401 (the fixture)
-from textvae.ablation import load_ablation, run_ablation, summarize, write_results
 from textvae.config import ReferenceConfig
-from textvae.reproduction import reference_spec, verdict
+from textvae.reproduction.ablation import load_ablation, run_ablation, write_results
+from textvae.reproduction.tables import summarize
+from textvae.verdicts import reference_spec, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,8 +76,8 @@ def test_batch_statistics_use_each_batch_and_leave_the_running_statistics_alone(
     """The KL under batch statistics equals the KL of means normalized by hand per batch; dropout is
     off (two passes agree), the running statistics and the modes are untouched."""
     from tests.conftest import tiny_vae_spec
-    from textvae.bn_batch_kl import batch_statistics, batch_statistics_kl
     from textvae.data.batching import bucketed_batches, iterate_batches
+    from textvae.evaluation.bn_batch_kl import batch_statistics, batch_statistics_kl
     from textvae.models import build_model
 
     torch.manual_seed(0)
@@ -167,10 +168,10 @@ def test_each_seed_is_judged_and_seeds_that_disagree_are_inconclusive(tmp_path, 
 
 def test_every_seed_is_evaluated_on_the_same_sentences(tmp_path, corpus):  # noqa: F811
     """eval.seed fixes the subset; the training seed draws the estimators' samples."""
-    from textvae.ablation import _with_seed
     from textvae.checkpoint import load_checkpoint
     from textvae.data.corpus import encode_split
-    from textvae.evaluate import EvalSettings, evaluate
+    from textvae.evaluation.evaluate import EvalSettings, evaluate
+    from textvae.reproduction.ablation import _with_seed
 
     path = _write_ablation(tmp_path, corpus)
     recipe = load_ablation(path)[0][0].recipe

@@ -2,19 +2,54 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from textvae.checkpoint import load_checkpoint, resolve_checkpoint
+from textvae.checkpoint import read_checkpoint_strict, resolve_checkpoint
+from textvae.config import Recipe, recipe_from_dict
 from textvae.data.batching import Batch, collate
 from textvae.data.corpus import sentence_tokens
+from textvae.data.vocab import Vocab
 from textvae.distributions import DiagGaussian
 from textvae.errors import TextVAEError
-from textvae.eval_device import module_device, resolve_device
-from textvae.generate import DecodeSettings, decode
+from textvae.evaluation.device import module_device, resolve_device
+from textvae.generation.decoding import DecodeSettings, decode
+from textvae.models import build_model
+
+
+@dataclass
+class LoadedCheckpoint:
+    recipe: Recipe
+    vocab: Vocab
+    model: torch.nn.Module
+    payload: dict[str, Any]
+
+
+def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Rebuild the model from the checkpoint's own config and vocab and load its weights strictly.
+
+    A damaged file is an error here, never silently replaced by an older one: the error names the
+    ``.prev`` copy training kept, if there is one, so the user can evaluate that one on purpose."""
+    payload = read_checkpoint_strict(path)
+    try:
+        recipe = recipe_from_dict(json.loads(payload["config"]), source=f"{path} (config)")
+        vocab = Vocab.from_json(payload["vocab"])
+    except (json.JSONDecodeError, TypeError) as err:
+        raise TextVAEError(f"{path}: checkpoint config or vocab is not valid JSON ({err})") from None
+    model = build_model(recipe.model, vocab, recipe.remedies)
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0][:160]
+        raise TextVAEError(f"{path}: weights do not fit the checkpoint's config/vocab ({reason})") from None
+    model.eval()
+    return LoadedCheckpoint(recipe, vocab, model, payload)
 
 
 class TextModel:
@@ -138,7 +173,7 @@ class TextModel:
 
     def attribute_vectors(self, pairs: Sequence[tuple[str, str]], batch_size: int = 256):
         """Per-label mean posterior codes of (label, sentence) pairs and their differences ``a_to_b``
-        (``textvae.attributes.AttributeVectors``): ``model.generate(z + s * vectors.vector("0_to_1"))``."""
-        from textvae.attributes import attribute_vectors
+        (``textvae.latent.attributes.AttributeVectors``): ``model.generate(z + s * vectors.vector("0_to_1"))``."""
+        from textvae.latent.attributes import attribute_vectors
 
         return attribute_vectors(self, pairs, batch_size)

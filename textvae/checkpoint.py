@@ -1,4 +1,8 @@
-"""Checkpoints: written atomically, checksummed, loaded safely, checked against their own config and vocab.
+"""The checkpoint file: written atomically, checksummed, read safely (``atomic_write_*`` for any file too).
+
+The model stack stays out of this module: a text checkpoint is saved by ``textvae.train.save_checkpoint``
+and rebuilt by ``textvae.api.load_checkpoint``, an image one by ``textvae.image.checkpoint``.
+
 
 A checkpoint holds only tensors and plain data: the model, optimizer and scheduler states, RNG
 states, the training position, and the resolved config and vocabulary as JSON strings. On disk it
@@ -16,22 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from textvae import __version__, faults
-from textvae.config import Recipe, recipe_from_dict
-from textvae.data.vocab import Vocab
+from textvae import faults
 from textvae.errors import TextVAEError
-from textvae.models import build_model
 
 log = logging.getLogger(__name__)
 
@@ -107,21 +106,6 @@ def write_checkpoint_payload(path: Path, payload: dict[str, Any], keep_previous:
     atomic_write_bytes(path, data)
 
 
-def save_checkpoint(
-    path: Path, *, recipe: Recipe, vocab: Vocab, model: torch.nn.Module, keep_previous: bool = False, **state: Any
-) -> None:
-    """Save model weights with the config and vocab that built them, plus any training ``state``."""
-    payload = {
-        "format": FORMAT,
-        "textvae_version": __version__,
-        "config": json.dumps(recipe.to_dict()),
-        "vocab": vocab.to_json(),
-        "model": model.state_dict(),
-        **state,
-    }
-    write_checkpoint_payload(path, payload, keep_previous)
-
-
 def _torch_load(source, path: Path) -> Any:
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
@@ -172,14 +156,6 @@ def read_checkpoint_or_previous(path: Path) -> tuple[dict[str, Any], Path]:
         return payload, previous
 
 
-@dataclass
-class LoadedCheckpoint:
-    recipe: Recipe
-    vocab: Vocab
-    model: torch.nn.Module
-    payload: dict[str, Any]
-
-
 def read_checkpoint_strict(path: Path) -> dict[str, Any]:
     """``read_checkpoint`` for evaluation and loading: a damaged file is an error, never silently
     replaced by an older one; the error names the ``.prev`` copy training kept, if there is one."""
@@ -190,27 +166,6 @@ def read_checkpoint_strict(path: Path) -> dict[str, Any]:
         if previous.is_file():
             raise TextVAEError(f"{err}; the previous checkpoint is {previous}") from None
         raise
-
-
-def load_checkpoint(path: Path) -> LoadedCheckpoint:
-    """Rebuild the model from the checkpoint's own config and vocab and load its weights strictly.
-
-    A damaged file is an error here, never silently replaced by an older one: the error names the
-    ``.prev`` copy training kept, if there is one, so the user can evaluate that one on purpose."""
-    payload = read_checkpoint_strict(path)
-    try:
-        recipe = recipe_from_dict(json.loads(payload["config"]), source=f"{path} (config)")
-        vocab = Vocab.from_json(payload["vocab"])
-    except (json.JSONDecodeError, TypeError) as err:
-        raise TextVAEError(f"{path}: checkpoint config or vocab is not valid JSON ({err})") from None
-    model = build_model(recipe.model, vocab, recipe.remedies)
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0][:160]
-        raise TextVAEError(f"{path}: weights do not fit the checkpoint's config/vocab ({reason})") from None
-    model.eval()
-    return LoadedCheckpoint(recipe, vocab, model, payload)
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:

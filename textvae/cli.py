@@ -14,11 +14,11 @@ import math
 import sys
 from pathlib import Path
 
-from textvae import latent_cli
 from textvae.errors import TextVAEError
+from textvae.latent import commands as latent_cli
 
 log = logging.getLogger("textvae")
-DEVICES = ("auto", "cpu", "cuda")  # textvae.eval_device.DEVICES (not imported: torch loads only when needed)
+DEVICES = ("auto", "cpu", "cuda")  # textvae.evaluation.device.DEVICES (not imported: torch loads only when needed)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--seeds", type=_seed_list, default=None, help="N (seeds 0..N-1) or a list like 0,3,7")
     ablate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ablate.add_argument("--only", action="append", default=None, metavar="NAME", help="run only this variant")
+    _add_executor_options(ablate)
 
     report = commands.add_parser("report", help="re-render an ablation directory, or tabulate eval results")
     report.add_argument("results", type=Path, nargs="*", help="an ablation directory, or eval JSON files")
@@ -192,8 +193,9 @@ def _cmd_bench(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from textvae.distributed import is_main_process
-    from textvae.image.config import ImageRecipe, load_any_recipe
+    from textvae.engine.distributed import is_main_process
+    from textvae.families import load_any_recipe
+    from textvae.image.config import ImageRecipe
 
     recipe = load_any_recipe(args.recipe, args.overrides)
     if isinstance(recipe, ImageRecipe):
@@ -230,7 +232,7 @@ def _output_paths(args, split: str) -> tuple[Path, Path]:
 
 
 def _is_image_run(path: Path) -> bool:
-    from textvae.image.train import is_image_run
+    from textvae.families import is_image_run
 
     return is_image_run(path)
 
@@ -257,9 +259,9 @@ def _write_posterior(path: Path, means, logvars) -> None:
 
 def _cmd_eval_image(args) -> None:
     from textvae.checkpoint import resolve_checkpoint
+    from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.evaluate import columns_for, evaluate_image_run
-    from textvae.image.train import load_image_checkpoint
-    from textvae.report import markdown_table
+    from textvae.reproduction.tables import markdown_table
 
     if args.matmul_precision is not None:
         raise TextVAEError("--matmul-precision is for text runs; an image run evaluates in fp32")
@@ -301,7 +303,7 @@ def _cmd_eval_image(args) -> None:
 
 def _eval_device(args, configured: str):
     """``--device``, else the recipe's ``eval.device``: a torch.device, or a one-line error (no CUDA)."""
-    from textvae.eval_device import resolve_device
+    from textvae.evaluation.device import resolve_device
 
     return resolve_device(args.device or configured, "--device" if args.device else "eval.device")
 
@@ -311,10 +313,11 @@ def _cmd_eval(args) -> None:
         _cmd_eval_image(args)
         return
 
-    from textvae.checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
+    from textvae.api import load_checkpoint
+    from textvae.checkpoint import atomic_write_text, resolve_checkpoint
     from textvae.data.corpus import encode_split
-    from textvae.evaluate import EvalSettings, evaluate
-    from textvae.report import markdown_table
+    from textvae.evaluation.evaluate import EvalSettings, evaluate
+    from textvae.reproduction.tables import markdown_table
 
     checkpoint_path = resolve_checkpoint(args.run, args.checkpoint)
     loaded = load_checkpoint(checkpoint_path)
@@ -342,13 +345,15 @@ def _cmd_eval(args) -> None:
 
     sys.stdout.write(markdown_table([(checkpoint_path.parent.name or str(checkpoint_path), metrics)]) + "\n")
     if args.generation:
-        from textvae.generation_metrics import GenerationSettings, evaluate_generation, generation_summary
+        from textvae.evaluation.generation_quality import GenerationSettings, evaluate_generation, generation_summary
 
         generation = GenerationSettings(args.num_samples, args.sample_strategy)
         metrics |= evaluate_generation(loaded.model, encoded, loaded.vocab, generation, settings)
         sys.stdout.write(generation_summary(metrics) + "\n")
     if loaded.model.has_latent:
-        from textvae.plots import plot_kl_per_dim  # matplotlib: imported only once there is something to plot
+        from textvae.evaluation.plots import (
+            plot_kl_per_dim,  # matplotlib: imported only once there is something to plot
+        )
 
         sys.stdout.write(
             f"IW-NLL {metrics['iw_nll']:.3f} ± {metrics['iw_nll_se']:.3f} (s.e. over sentences), "
@@ -376,8 +381,8 @@ def _cmd_sample_image(args) -> None:
     import torch
 
     from textvae.checkpoint import resolve_checkpoint
+    from textvae.image.checkpoint import load_image_checkpoint
     from textvae.image.figures import save_samples
-    from textvae.image.train import load_image_checkpoint
 
     if args.out is None:
         raise TextVAEError("an image run's samples are a PNG grid: give --out FILE.png")
@@ -445,12 +450,83 @@ def _cmd_interpolate(args) -> None:
         latent_cli.homotopy_plot(model, args, lines, shift)
 
 
-def _cmd_ablate(args) -> None:
-    from textvae.ablation import results_markdown, run_ablation, summarize
+def _add_executor_options(ablate: argparse.ArgumentParser) -> None:
+    """``ablate``'s GPUs and executors (``textvae.executors``)."""
+    from textvae.executors.settings import EXECUTORS
 
-    rows = run_ablation(
-        args.ablation, args.out, jobs=args.jobs, seeds=args.seeds, overrides=args.overrides, only=args.only
-    )
+    ablate.add_argument("--gpus", default=None, metavar="I,J,...", help="spread --jobs over these GPUs (default: all)")
+    ablate.add_argument("--executor", choices=EXECUTORS, default="pool", help="where rows run")
+    ablate.add_argument("--rows-per-job", type=int, default=None, help="rows one cluster job trains at once (4)")
+    ablate.add_argument("--executor-config", type=Path, default=None, metavar="FILE", help="TOML: the settings below")
+    ablate.add_argument("--slurm-partition", default=None)
+    ablate.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="per job (240)")
+    ablate.add_argument("--slurm-gpus-per-job", type=int, default=None, metavar="N", help="(1)")
+    ablate.add_argument("--slurm-cpus-per-job", type=int, default=None, metavar="N")
+    ablate.add_argument("--slurm-account", default=None)
+    ablate.add_argument("--slurm-qos", default=None)
+    ablate.add_argument("--slurm-setup", action="append", default=[], metavar="LINE", help="e.g. 'module load cuda'")
+    ablate.add_argument("--detach", action="store_true", help="submit and return; --status shows the rows")
+    ablate.add_argument("--status", action="store_true", help="print every row's state; submits nothing")
+    ablate.add_argument("--poll-seconds", type=_number(float, 0.1), default=30.0, help="between progress checks")
+
+
+def _cmd_ablate(args) -> None:
+    from textvae.executors.devices import parse_gpus
+    from textvae.executors.settings import load_settings
+    from textvae.reproduction.ablation import results_markdown, run_ablation, summarize
+
+    if args.status:
+        from textvae.executors.submit import status
+
+        sys.stdout.write(status(args.ablation, args.out, seeds=args.seeds, overrides=args.overrides, only=args.only))
+        sys.stdout.write("\n")
+        return
+    flags = {
+        "rows_per_job": args.rows_per_job,
+        "partition": args.slurm_partition,
+        "time": args.slurm_time,
+        "gpus_per_job": args.slurm_gpus_per_job,
+        "cpus_per_job": args.slurm_cpus_per_job,
+        "account": args.slurm_account,
+        "qos": args.slurm_qos,
+        "setup": args.slurm_setup,
+    }
+    settings = load_settings(args.executor_config, flags)
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else None
+    if args.executor == "pool":
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v not in (None, [])]
+        given += ["--executor-config"] * (args.executor_config is not None) + ["--detach"] * args.detach
+        if given:
+            raise TextVAEError(f"{given[0]} is for --executor local or slurm (the pool runs on this machine)")
+        rows = run_ablation(
+            args.ablation,
+            args.out,
+            jobs=args.jobs,
+            seeds=args.seeds,
+            overrides=args.overrides,
+            only=args.only,
+            gpus=gpus,
+        )
+    else:
+        from textvae.executors.submit import run_on_cluster
+
+        if gpus is not None or args.jobs != 1:
+            option = "--gpus" if gpus is not None else "--jobs"
+            raise TextVAEError(f"{option} is for the pool executor; a {args.executor} job uses --rows-per-job")
+        rows = run_on_cluster(
+            args.ablation,
+            args.out,
+            args.executor,
+            settings,
+            seeds=args.seeds,
+            overrides=args.overrides,
+            only=args.only,
+            detach=args.detach,
+            poll_s=args.poll_seconds,
+        )
+        if rows is None:
+            sys.stdout.write(f"submitted; `textvae ablate {args.ablation} --out {args.out} --status` shows the rows\n")
+            return
     sys.stdout.write(results_markdown(summarize(rows)) + "\n")
     sys.stdout.write(f"results: {args.out}/results.md, results.csv, results.json and *.png\n")
     if any("error" in row for row in rows):
@@ -469,10 +545,11 @@ def _read_json(path: Path):
 
 def _mi_line(metrics: dict) -> str:
     """Both MI estimates with their Monte-Carlo standard errors, flagged when they read as noise."""
-    from textvae.reproduction import mi_is_noise
+    from textvae.evaluation.metric_table import MI_KEYS, title
+    from textvae.verdicts import mi_is_noise
 
     parts = []
-    for key, name in (("mi_batch", "MI(batch)"), ("mi_full", "MI(full)")):
+    for key, name in ((key, title(key)) for key in MI_KEYS):
         noise = mi_is_noise(metrics[key], metrics[f"{key}_se"], metrics["kl"])
         parts.append(f"{name} {metrics[key]:.3f} ± {metrics[f'{key}_se']:.3f}" + (" (noise: †)" if noise else ""))
     draws = metrics["mi_samples"]
@@ -481,21 +558,23 @@ def _mi_line(metrics: dict) -> str:
 
 
 def _cmd_report(args) -> None:
-    from textvae.report import COLUMNS, markdown_table
+    from textvae.evaluation.metric_table import EVAL_COLUMNS, IMAGE_COLUMNS, columns
+    from textvae.reproduction.tables import markdown_table
 
     if args.reproduction is not None or args.update:
-        from textvae.report import reproduction_report
+        from textvae.reproduction.status import reproduction_report
 
         sys.stdout.write(reproduction_report(args.reproduction, args.results, args.update) + "\n")
         return
     if not args.results:
         raise TextVAEError("report: give an ablation directory or eval JSON files (or --reproduction RECIPES_DIR)")
     if len(args.results) == 1 and args.results[0].is_dir():
-        from textvae.ablation import results_markdown, summarize, write_results
+        from textvae.reproduction.ablation import write_results
+        from textvae.reproduction.tables import results_markdown, summarize
 
         if not (args.results[0] / "results.json").is_file():
             raise TextVAEError(f"{args.results[0]}: not an ablation directory (no results.json)")
-        from textvae.verdict_rules import ablation_source, with_current_citations
+        from textvae.reproduction.status import ablation_source, with_current_citations
 
         rows = _read_json(args.results[0] / "results.json")
         rows = with_current_citations(rows, ablation_source(args.results[0]))  # today's citations and rules
@@ -508,12 +587,10 @@ def _cmd_report(args) -> None:
         if not isinstance(result, dict) or "kind" not in result:
             raise TextVAEError(f"{path}: not a textvae evaluation results file")
         rows.append((path.parent.name if path.name.startswith("eval_") else path.stem, result))
-    columns = COLUMNS
+    keys = EVAL_COLUMNS
     if any(result["kind"] == "image" for _, result in rows):
-        from textvae.image.evaluate import IMAGE_COLUMNS
-
-        columns = [*IMAGE_COLUMNS, *(c for c in COLUMNS if c[0] not in {k for k, _, _ in IMAGE_COLUMNS})]
-    sys.stdout.write(markdown_table(rows, columns) + "\n")
+        keys = (*IMAGE_COLUMNS, *(k for k in EVAL_COLUMNS if k not in IMAGE_COLUMNS))
+    sys.stdout.write(markdown_table(rows, columns(keys)) + "\n")
 
 
 COMMANDS = {

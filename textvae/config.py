@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
-from textvae import registry
+from textvae import components, registry  # noqa: F401 - importing components registers the built-in ones
 from textvae.errors import TextVAEError
+from textvae.verdicts import check_reference
 
 _AT_LEAST_ONE = (lambda v: v >= 1, "≥ 1")
 _NON_NEGATIVE = (lambda v: v >= 0, "≥ 0")
@@ -125,7 +126,7 @@ class TrainConfig:
     # a wall-clock cap on this run's training (a runtime key): the run stops at the first step past it, is
     # validated and marked finished, and its metrics.jsonl says it stopped on time, not on its stopping rule
     max_minutes: float | None = None
-    # the training step captured as CUDA graphs (textvae.graph_cache): "auto" = on for a CUDA device when the
+    # the training step captured as CUDA graphs (textvae.cuda.graph_cache): "auto" = on for a CUDA device when the
     # recipe's parts support it (single process, a strategy and model that capture), true = on (an error where
     # it cannot be), false = the uncaptured step
     cuda_graphs: bool | Literal["auto"] = "auto"
@@ -164,7 +165,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class ReferenceConfig:
     """The published row a recipe reproduces: paper, table, row, the tag of ../shared/papers.md, and
-    expected values with their tolerance or the published finding as checks (``textvae.reproduction``)."""
+    expected values with their tolerance or the published finding as checks (``textvae.verdicts``)."""
 
     paper: str = ""
     table: str = ""
@@ -180,8 +181,6 @@ class ReferenceConfig:
     notes: str = ""
 
     def __post_init__(self):
-        from textvae.reproduction import check_reference  # it names this class's fields
-
         check_reference(self)
 
 

@@ -95,7 +95,7 @@ def mutual_info_se(terms: Tensor) -> Tensor:
 def mutual_info_minibatch(means: Tensor, logvars: Tensor, generator: torch.Generator | None = None) -> float:
     """I(x; z) of He et al. 2019 on one minibatch: E_x[−H(q(z|x))] − E_z[log q(z)], where the
     aggregate posterior q(z) is taken over the minibatch itself. Average it over minibatches
-    weighted by their size, as ``textvae.evaluate`` does (with ``mutual_info_estimate``, on the device)."""
+    weighted by their size, as ``textvae.evaluation.evaluate`` does (with ``mutual_info_estimate``, on the device)."""
     return float(mutual_info_estimate(means, logvars, generator))
 
 

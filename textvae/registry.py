@@ -57,12 +57,10 @@ def register(kind: str, name: str, *, context: tuple[str, ...] = ()):
 
 def names(kind: str) -> list[str]:
     """The registered names of one kind, sorted."""
-    _import_builtin_components()
     return sorted(_REGISTRY.get(kind, {}))
 
 
 def _entry(kind: str, spec: Mapping[str, Any], where: str) -> _Entry:
-    _import_builtin_components()
     if not isinstance(spec, Mapping):
         raise TextVAEError(f"{where}: expected a table with a 'type' key, got {type(spec).__name__}")
     name = spec.get("type")
@@ -173,23 +171,3 @@ def check_value(value: Any, annotation: Any, where: str) -> Any:
             raise TextVAEError(f"{where}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
         return value
     raise TypeError(f"{where}: no checker for annotation {annotation!r}")
-
-
-def _import_builtin_components() -> None:
-    """Import the modules that register textvae's own components (an explicit list, no scanning)."""
-    import textvae.image.models
-    import textvae.models.cnn_decoder
-    import textvae.models.encoders
-    import textvae.models.lm
-    import textvae.models.lstm_decoder
-    import textvae.models.transformer_decoder
-    import textvae.models.transformer_encoder
-    import textvae.models.vae
-    import textvae.remedies.bn_vae
-    import textvae.remedies.bow_loss
-    import textvae.remedies.free_bits
-    import textvae.remedies.iaf
-    import textvae.remedies.kl_annealing
-    import textvae.remedies.kl_weight
-    import textvae.remedies.word_dropout
-    import textvae.strategies  # noqa: F401

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from textvae import distributed
+from textvae.engine import distributed
+from textvae.engine.train_record import grad_norms, part_parameters
 from textvae.objective import ElboTerms, elbo_terms
 from textvae.registry import register
 from textvae.remedies.base import training_objective
@@ -43,8 +44,10 @@ class StepContext:
     steps_per_epoch: int
     random_batch: Callable[[], object]  # a fresh batch of random training sentences
     forward: nn.Module | None = None  # what to call for a forward pass: the DistributedDataParallel wrapper, if any
-    loss_scale: float = 1.0  # world_size · n_rank / n_global under torch.distributed (see textvae.distributed)
+    loss_scale: float = 1.0  # world_size · n_rank / n_global under torch.distributed (see textvae.engine.distributed)
     dist: distributed.Context = distributed.SINGLE_PROCESS
+    # set by each apply_update: ‖g‖₂ before clipping, all and per part (textvae.engine.train_record)
+    grad_norms: dict[str, torch.Tensor] | None = None
 
 
 def remedy_loss(ctx: StepContext, batch) -> tuple[torch.Tensor, ElboTerms]:
@@ -72,7 +75,9 @@ def apply_update(ctx: StepContext, loss: torch.Tensor, only: set[int] | None = N
             if id(param) not in only:
                 param.grad = None  # torch optimizers skip parameters without a gradient
         params = [p for p in params if id(p) in only]
-    clip_scale = _clip_or_fold(params, ctx.grad_clip, ctx.optimizer)
+    total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # before clipping
+    ctx.grad_norms = grad_norms(part_parameters(ctx.model), total_norm)
+    clip_scale = _clip_or_fold(params, ctx.grad_clip, ctx.optimizer, total_norm)
     if clip_scale is None:
         ctx.optimizer.zero_grad(set_to_none=True)
         return False
@@ -84,7 +89,7 @@ def apply_update(ctx: StepContext, loss: torch.Tensor, only: set[int] | None = N
     return True
 
 
-def _lr_scaling_is_clipping(optimizer: torch.optim.Optimizer) -> bool:
+def lr_scaling_is_clipping(optimizer: torch.optim.Optimizer) -> bool:
     """Whether multiplying the learning rate by s is the same update as multiplying the gradients by
     s: plain SGD, p ← p − lr·g, without momentum or weight decay (both see the gradient itself)."""
     return type(optimizer) is torch.optim.SGD and all(
@@ -105,29 +110,30 @@ def _scaled_lr(optimizer: torch.optim.Optimizer, scale: float):
             group["lr"] = lr
 
 
-def _clip_or_fold(params: list[nn.Parameter], grad_clip: float | None, optimizer: torch.optim.Optimizer):
+def _clip_or_fold(
+    params: list[nn.Parameter], grad_clip: float | None, optimizer: torch.optim.Optimizer, total_norm: torch.Tensor
+):
     """Clip the gradients to norm ``grad_clip`` (if set). Returns None when a gradient is not finite,
     else the scale still to apply through the learning rate (1.0: nothing left to apply).
 
-    The total norm clipping computes anyway answers the finiteness question in the same pass over
-    the gradients: a finite norm means finite gradients. Only a non-finite norm (an inf or nan, or
+    The total norm ``total_norm`` (‖g‖₂ of ``params``, logged in the train record) answers the
+    finiteness question too: a finite norm means finite gradients. Only a non-finite norm (an inf or nan, or
     finite gradients whose squares overflow) needs the elementwise check, which then sees the
     clipped gradients, just as when checking came first: inf·0 and nan stay non-finite, finite
     values scaled by 0 are finite (that update is zero, as before).
 
     Nothing is scaled when the scale (``clip_grad_norm_``'s max_norm / (norm + 1e-6)) is at least 1:
     multiplying every gradient by 1 is a pass over all of them (1% of a PTB step). For plain SGD
-    (``_lr_scaling_is_clipping``) a scale below 1 is returned, to be applied through the learning
+    (``lr_scaling_is_clipping``) a scale below 1 is returned, to be applied through the learning
     rate, and the gradients are left unclipped; otherwise the gradients are scaled in place.
     """
     if grad_clip is None:
-        return 1.0 if _all_finite(params) else None
-    total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        return 1.0 if bool(torch.isfinite(total_norm)) or _all_finite(params) else None
     if torch.isfinite(total_norm):
         scale = grad_clip / (float(total_norm) + 1e-6)
         if scale >= 1.0:
             return 1.0
-        if _lr_scaling_is_clipping(optimizer):
+        if lr_scaling_is_clipping(optimizer):
             return scale
         torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total_norm)
         return 1.0
@@ -144,8 +150,8 @@ class Strategy:
 
     needs_latent = False  # True when the strategy trains an inference network
     supports_distributed = False  # True when every rank makes the same forward/backward calls in a step
-    # True when ``needs_host_step`` says when a step is the standard step, which textvae.graph_step runs
-    # without host synchronisation and textvae.graph_cache captures as a CUDA graph
+    # True when ``needs_host_step`` says when a step is the standard step, which textvae.cuda.sync_free_step runs
+    # without host synchronisation and textvae.cuda.graph_cache captures as a CUDA graph
     supports_cuda_graphs = False
 
     def train_step(self, ctx: StepContext, batch) -> tuple[ElboTerms, bool]:
@@ -154,7 +160,7 @@ class Strategy:
 
     def needs_host_step(self, step: int) -> bool:
         """Whether the step after ``step`` optimizer steps must be ``train_step`` (the host decides
-        something); False: it is the standard step (``textvae.graph_stepper`` may capture it)."""
+        something); False: it is the standard step (``textvae.cuda.graph_stepper`` may capture it)."""
         return True
 
     def after_validation(self, valid: dict) -> None:

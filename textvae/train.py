@@ -10,53 +10,40 @@ checkpoint had seen.
 What is text-specific lives here (``TextFamily``): the vocabulary, length-bucketed batches, the
 strategy's step (``StrategyStepper``), the running sums of the honest terms (``TrainWindow``) and
 validation by −ELBO. Launched by ``torchrun``, the same loop runs in every process on its slice of
-each global batch, with DistributedDataParallel averaging the gradients (``textvae.distributed``).
+each global batch, with DistributedDataParallel averaging the gradients (``textvae.engine.distributed``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from textvae import distributed, registry
-from textvae.checkpoint import save_checkpoint
+from textvae import __version__, registry
+from textvae.checkpoint import FORMAT, write_checkpoint_payload
 from textvae.config import Recipe
+from textvae.cuda.graph_stepper import GraphStepper, cuda_graphs_decision
 from textvae.data.batching import Batch, bucketed_batches, collate, iterate_batches
 from textvae.data.corpus import build_vocab, encode_split, load_text
 from textvae.data.vocab import BOS, EOS, PAD, Vocab
-from textvae.engine import Engine, StepOutcome
-from textvae.engine.run_dir import RUNTIME_KEYS, has_checkpoint, prepare_run_dir, without_runtime_keys
-from textvae.engine.state import Progress, TrainSummary, make_optimizer, seed_everything
+from textvae.engine import Engine, StepOutcome, distributed
+from textvae.engine.state import TrainSummary, seed_everything
+from textvae.engine.train_record import TrainWindow, norm_keys
 from textvae.errors import TextVAEError
-from textvae.evaluate import (
+from textvae.evaluation.validation import (
     VALIDATION_SUMS,
     VALIDATION_VECTORS,
     select_sentences,
     validation_from_sums,
     validation_sums,
 )
-from textvae.graph_stepper import GraphStepper, GraphWindow, cuda_graphs_decision
 from textvae.models import build_model
 from textvae.strategies import StepContext, Strategy
-
-__all__ = [
-    "RUNTIME_KEYS",
-    "Progress",
-    "TextFamily",
-    "TrainSummary",
-    "TrainWindow",
-    "has_checkpoint",
-    "make_optimizer",
-    "prepare_run_dir",
-    "train",
-    "without_runtime_keys",
-]
 
 log = logging.getLogger(__name__)
 
@@ -70,55 +57,13 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> TrainSum
         distributed.teardown(context)
 
 
-class TrainWindow:
-    """Sums of the honest terms over the steps since the last log line.
-
-    The loss, rec and KL sums stay tensors on the model's device, so a step never waits for the
-    device to report a number; ``sums`` turns them into floats (once per log line)."""
-
-    def __init__(self):
-        self.started = time.perf_counter()
-        self.sentences = self.tokens = 0
-        self._terms: torch.Tensor | None = None  # (3,) float64: loss, rec, kl
-
-    def add(self, terms, sentences: int, tokens: int) -> None:
-        rec, kl = terms.rec.detach().sum(), terms.kl.detach().sum()
-        step_sums = torch.stack([rec + kl, rec, kl]).double()  # (3,)
-        self._terms = step_sums if self._terms is None else self._terms + step_sums
-        self.sentences += sentences
-        self.tokens += tokens
-
-    def add_step(self, outcome: StepOutcome) -> None:
-        self.add(outcome.terms, outcome.examples, outcome.tokens)
-
-    def sums(self) -> dict[str, float]:
-        loss, rec, kl = self._terms.tolist() if self._terms is not None else (0.0, 0.0, 0.0)
-        return {"loss": loss, "rec": rec, "kl": kl, "sentences": self.sentences, "tokens": self.tokens}
-
-    def postfix(self, elapsed: float) -> dict[str, str]:
-        sums = self.sums()
-        return {
-            "tok_s": f"{sums['tokens'] / max(elapsed, 1e-9):.0f}",
-            "loss": f"{sums['loss'] / sums['sentences']:.2f}",
-            "kl": f"{sums['kl'] / sums['sentences']:.3f}",
-        }
-
-    def report(self, dist: distributed.Context, elapsed: float) -> tuple[dict[str, float], dict[str, float]]:
-        """Per-sentence means of loss, rec and KL over every process's sentences, and tokens/s."""
-        keys = ("loss", "rec", "kl", "sentences", "tokens")
-        sums = self.sums()
-        totals = dict(zip(keys, distributed.sum_across(dist, [sums[k] for k in keys]), strict=True))
-        means = {key: totals[key] / totals["sentences"] for key in ("loss", "rec", "kl")}
-        return means, {"tokens_per_s": totals["tokens"] / max(elapsed, 1e-9)}
-
-
 @dataclass
 class TextBatch:
     """One step's batch (this process's slice, on the device) and what the step needs to know of it."""
 
     batch: Batch
     num_tokens: int  # target tokens, counted on the host before the batch moved
-    loss_scale: float  # world_size · n_rank / n_global (textvae.distributed)
+    loss_scale: float  # world_size · n_rank / n_global (textvae.engine.distributed)
     steps_per_epoch: int
 
 
@@ -147,7 +92,7 @@ class StrategyStepper:
             dist=self.dist,
         )
         terms, updated = self.strategy.train_step(context, batch.batch)
-        return StepOutcome(updated, terms, len(batch.batch), batch.num_tokens)
+        return StepOutcome(updated, terms, len(batch.batch), batch.num_tokens, grad_norms=context.grad_norms)
 
 
 class TextFamily:
@@ -155,6 +100,13 @@ class TextFamily:
 
     def __init__(self, recipe: Recipe, context: distributed.Context):
         self.recipe, self.cfg, self.dist = recipe, recipe.train, context
+        # set by the engine's phases, in this order: check_recipe, load_data, build, stepper
+        self.strategy: Strategy | None = None
+        self.vocab: Vocab | None = None
+        self.train_split = self.valid_split = None  # EncodedSplit
+        self.rank_valid_indices = None  # this process's share of the validation sentences
+        self.model: torch.nn.Module | None = None
+        self.graph_stepper: GraphStepper | None = None  # the stepper, when the step runs as CUDA graphs
 
     def check_resumed(self, payload: dict) -> None:
         """A text run's config decides (``read_resumable`` compares it)."""
@@ -216,7 +168,6 @@ class TextFamily:
 
     def stepper(self, optimizer: torch.optim.Optimizer, forward: torch.nn.Module) -> StrategyStepper | GraphStepper:
         """The strategy's step, or on CUDA (``train.cuda_graphs``) the standard step captured as CUDA graphs."""
-        self.graph_stepper = None
         host = StrategyStepper(
             self.strategy, self.model, optimizer, self.cfg.grad_clip, forward, self.dist, self.random_batch
         )
@@ -255,8 +206,10 @@ class TextFamily:
             loss_scale = self.dist.world_size * len(batch) / len(indices)
             yield TextBatch(batch.to_device(self.dist.device), batch.num_target_tokens, loss_scale, len(batches))
 
-    def new_window(self) -> TrainWindow | GraphWindow:
-        return GraphWindow(self.graph_stepper) if getattr(self, "graph_stepper", None) else TrainWindow()
+    def new_window(self) -> TrainWindow:
+        """The train record's sums: the graphed step's own device tensors, else a window of the host's."""
+        sums = self.graph_stepper.state.sums if self.graph_stepper is not None else None
+        return TrainWindow(self.dist.device, norm_keys(self.model), sums)
 
     def validate(self, step: int) -> tuple[dict, str]:
         """−ELBO, rec, KL, PPL and MI over the seeded validation subset, summed across processes."""
@@ -281,7 +234,7 @@ class TextFamily:
         return result, f"rec {result['rec']:.3f}  kl {result['kl']:.3f}  ppl {result['ppl']:.2f}{au}"
 
     def save_checkpoint(self, path: Path, *, metrics_offset: int, **state) -> None:
-        save_checkpoint(
+        save_checkpoint(  # the module's function, below
             path,
             keep_previous=True,
             recipe=self.recipe,
@@ -291,3 +244,18 @@ class TextFamily:
             strategy=self.strategy.state_dict(),
             metrics_offset=metrics_offset,
         )
+
+
+def save_checkpoint(
+    path: Path, *, recipe: Recipe, vocab: Vocab, model: torch.nn.Module, keep_previous: bool = False, **state: Any
+) -> None:
+    """Save model weights with the config and vocab that built them, plus any training ``state``."""
+    payload = {
+        "format": FORMAT,
+        "textvae_version": __version__,
+        "config": json.dumps(recipe.to_dict()),
+        "vocab": vocab.to_json(),
+        "model": model.state_dict(),
+        **state,
+    }
+    write_checkpoint_payload(path, payload, keep_previous)

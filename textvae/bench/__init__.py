@@ -19,7 +19,7 @@ Rows of the table (figure | baseline | ratio):
 3. remedies: the quickstart stack (KL annealing + word dropout + free bits + bag-of-words) against
    the plain VAE step; IAF and aggressive training (He et al. 2019) each on its own row.
 4. IW-NLL on PTB test sentences, K = 500 in chunks of 100: sentences/s and FLOP/s of
-   ``textvae.evaluate.importance_log_weights`` (two batches of 32 sentences drawn from the
+   ``textvae.evaluation.importance.importance_log_weights`` (two batches of 32 sentences drawn from the
    length-sorted test set, as ``textvae eval`` batches it; the encoder once per sentence; the
    decoder's embedding-side input projection shared by the K samples) against
    ``benchmarks/naive_iw_nll.py`` (one sentence at a time, 100 samples per pass), in turns, each

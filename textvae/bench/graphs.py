@@ -9,7 +9,7 @@ the step is one launch. The rows, on batches of one sentence length (a graph hol
 - eager toolkit step and eager plain-PyTorch step (``benchmarks/reference_step.py``): measured on
   any device;
 - graphed plain-PyTorch step (``reference_step.graphed_train_step``) and the toolkit's graphed step
-  (``textvae.graph_step.SyncFreeStep`` replayed by ``textvae.graph_cache.GraphedStep``, as training
+  (``textvae.cuda.sync_free_step.SyncFreeStep`` replayed by ``textvae.cuda.graph_cache.GraphedStep``, as training
   runs it; "not available" without those modules): CUDA only, "needs CUDA" elsewhere.
 
 Targets (issue 17, one H200): graphed toolkit ≥ 0.95 × graphed plain step, and ≥ 3.5 × the
@@ -59,12 +59,12 @@ def one_length_batches(split: EncodedSplit, batch_size: int, count: int, pad_id:
 
 
 def graphed_sync_free(step, example, fake_capture=None) -> Callable[[object], None]:
-    """The toolkit's graphed step around a ``textvae.graph_step.SyncFreeStep``: its graph cache
-    (``textvae.graph_cache.GraphedStep``), captured here on ``example`` (after the cache's eager
+    """The toolkit's graphed step around a ``textvae.cuda.sync_free_step.SyncFreeStep``: its graph cache
+    (``textvae.cuda.graph_cache.GraphedStep``), captured here on ``example`` (after the cache's eager
     warm-up steps, which train too); a capture that fails raises instead of training uncaptured.
     ``fake_capture`` replaces ``torch.cuda.graph`` (tests on a CPU). Raises ImportError without
     those modules (issue 17)."""
-    graph_cache = importlib.import_module("textvae.graph_cache")
+    graph_cache = importlib.import_module("textvae.cuda.graph_cache")
     graphed = graph_cache.GraphedStep(step, capture=fake_capture)
     for _ in range(graphed.warmup_steps + 1):
         graphed(example)
@@ -75,7 +75,7 @@ def graphed_sync_free(step, example, fake_capture=None) -> Callable[[object], No
 
 def toolkit_graphed(model, optimizer, batches: list[Batch], fake_capture=None) -> Callable[[], None]:
     """One pass of the toolkit's graphed step (``graphed_sync_free``, SGD, clip 5) over ``batches``."""
-    graph_step = importlib.import_module("textvae.graph_step")
+    graph_step = importlib.import_module("textvae.cuda.sync_free_step")
     step = graph_step.SyncFreeStep(model, optimizer, graph_step.text_loss_fn(model), grad_clip=GRAD_CLIP)
     graphed = graphed_sync_free(step, batches[0], fake_capture)
 

@@ -1,7 +1,7 @@
 """The image MLP's training throughput: Burda et al. 2015's MNIST VAE (784-200-200-50 and back, tanh,
 Bernoulli decoder; ``recipes/image/mnist/burda2015_vae.toml``), images/s at the paper's batch of 20
 and at a large batch, eager (the image loop's step: ``loss_terms``, then ``strategies.apply_update``)
-and graphed (the toolkit's sync-free step, ``textvae.graph_step``, replayed from a CUDA graph;
+and graphed (the toolkit's sync-free step, ``textvae.cuda.sync_free_step``, replayed from a CUDA graph;
 "needs CUDA" on a CPU, "not available" without that module). The images are random binary 28×28
 pictures: the speed of an MLP does not depend on the pixels, and no data file is read.
 
@@ -16,11 +16,10 @@ from collections.abc import Callable
 
 import torch
 
-from textvae.image.config import load_image_recipe
-from textvae.image.data import image_shape
-from textvae.registry import build
+from textvae.engine.state import make_optimizer
+from textvae.families import load_image_recipe
+from textvae.image.checkpoint import build_image_model
 from textvae.strategies import StepContext, apply_update
-from textvae.train import make_optimizer
 
 from .clock import Clock
 from .graphs import graphed_sync_free
@@ -36,7 +35,7 @@ IMAGE_TARGET = 100_000  # images/s, one H200 (issue 17)
 def _model_and_optimizer(device: torch.device):
     recipe = load_image_recipe(RECIPE)
     torch.manual_seed(0)
-    model = build("image_model", recipe.model, "model", image_shape=image_shape(recipe.data)).to(device).train()
+    model = build_image_model(recipe).to(device).train()
     return model, make_optimizer(model, recipe.train), recipe.train.grad_clip
 
 
@@ -60,7 +59,7 @@ def eager_run(images: list[torch.Tensor], device: torch.device) -> Callable[[], 
 
 def graphed_run(images: list[torch.Tensor], device: torch.device, fake_capture=None) -> Callable[[], None]:
     """The toolkit's graphed step (``graphs.graphed_sync_free``) on ``images`` (ImportError without it)."""
-    graph_step = importlib.import_module("textvae.graph_step")
+    graph_step = importlib.import_module("textvae.cuda.sync_free_step")
     model, optimizer, grad_clip = _model_and_optimizer(device)
 
     def loss_fn(x, state):

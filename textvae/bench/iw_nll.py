@@ -1,6 +1,6 @@
-"""IW-NLL throughput: ``textvae.evaluate.importance_log_weights`` against the one-sentence-at-a-time
+"""IW-NLL throughput: ``textvae.evaluation.importance.importance_log_weights`` against the one-sentence-at-a-time
 baseline of ``benchmarks/naive_iw_nll.py``, and ``textvae eval``'s own path (``eval_path``: the whole
-``textvae.evaluate.evaluate`` on a seeded subset of the test split, as a user runs it, at each K)."""
+``textvae.evaluation.evaluate.evaluate`` on a seeded subset of the test split, as a user runs it, at each K)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import torch
 from textvae import metrics
 from textvae.data.batching import Batch, bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
-from textvae.eval_device import matmul_precision
-from textvae.evaluate import EvalSettings, evaluate, importance_log_weights, select_sentences
+from textvae.evaluation.device import matmul_precision
+from textvae.evaluation.evaluate import EvalSettings, evaluate
+from textvae.evaluation.importance import importance_log_weights
+from textvae.evaluation.validation import select_sentences
 
 from .clock import Clock
 from .corpus import Corpus
@@ -37,7 +39,7 @@ def _iw_batches(corpus: Corpus, sizes: Sizes, split: EncodedSplit | None = None)
 
 @torch.no_grad()
 def toolkit_iw(model, batches: list[Batch], num_samples: int, chunk: int, device) -> torch.Tensor:
-    """IW-NLL per sentence as ``textvae.evaluate`` computes it (in eval mode)."""
+    """IW-NLL per sentence as ``textvae.evaluation.evaluate`` computes it (in eval mode)."""
     model.eval()
     generator = torch.Generator(device=device).manual_seed(0)
     values = []

@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from textvae.config import TrainConfig
+from textvae.engine.state import make_optimizer
 from textvae.models import build_model
-from textvae.train import make_optimizer
 
 ADAM_LR = 1e-3  # the recipe's lr 1.0 is an SGD rate; Adam gets its usual default
 

@@ -7,7 +7,7 @@ hidden 256, latent 32, batch 32, V of the corpus) on one batch of the corpus, ca
 training step as a CUDA graph (the toolkit's step, ``graphs.toolkit_graphed``; the plain-PyTorch
 step when the toolkit's is not available) and replays it for ``process_seconds``, all starting at
 the same moment. The figure is model-steps/s summed over the processes, for N = 1, 4, 8: first
-time-sliced (no MPS daemon), then sharing the GPU through MPS (``textvae.mps.MPSDaemon``; this
+time-sliced (no MPS daemon), then sharing the GPU through MPS (``textvae.cuda.mps.MPSDaemon``; this
 section runs before anything else in the bench touches the GPU, so that the bench process itself
 is not a non-MPS client while the daemon runs).
 
@@ -24,8 +24,8 @@ from multiprocessing import get_context
 
 import torch
 
+from textvae.cuda.mps import MPSDaemon, daemon_running
 from textvae.data.batching import Batch
-from textvae.mps import MPSDaemon, daemon_running
 
 from .corpus import Corpus
 from .graphs import one_length_batches, reference_graphed, toolkit_graphed

@@ -12,8 +12,9 @@ import torch
 
 from textvae import registry
 from textvae.data.batching import Batch, iterate_batches
+from textvae.engine.step import StepOutcome
+from textvae.engine.train_record import TrainWindow, norm_keys
 from textvae.strategies import StepContext
-from textvae.train import TrainWindow
 
 from .clock import Clock
 from .corpus import Corpus, train_batches
@@ -41,13 +42,13 @@ def toolkit_steps(
         return batch
 
     def run() -> int:
-        window = TrainWindow()
+        window = TrainWindow(next(model.parameters()).device, norm_keys(model))
         progress["inner_tokens"] = 0
         for batch, tokens in zip(batches, token_counts, strict=True):
             context = StepContext(model, optimizer, 5.0, progress["step"], len(batches), inner_batch)
             terms, updated = strategy.train_step(context, batch)
             progress["step"] += int(updated)
-            window.add(terms, len(batch), tokens)
+            window.add_step(StepOutcome(updated, terms, len(batch), tokens, grad_norms=context.grad_norms))
         return sum(token_counts) + progress["inner_tokens"]
 
     return run

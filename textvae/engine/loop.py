@@ -18,8 +18,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from textvae import distributed, faults
+from textvae import faults
 from textvae.checkpoint import atomic_write_text, read_checkpoint_or_previous
+from textvae.engine import distributed
 from textvae.engine.family import Family
 from textvae.engine.machine import machine_fingerprint, warn_if_changed
 from textvae.engine.metrics_log import MetricsLog
@@ -195,7 +196,7 @@ class Engine:
         return True
 
     def settle(self, step: int | None = None) -> bool:
-        """A stepper that counts skipped steps on the device (``textvae.graph_stepper.GraphStepper``)
+        """A stepper that counts skipped steps on the device (``textvae.cuda.graph_stepper.GraphStepper``)
         corrects ``progress`` before the host acts on the step count: when an event (log, validate,
         stop, checkpoint) is due at ``step``, or always (``step`` None). True when steps were taken back."""
         settle, cfg = getattr(self.stepper, "settle", None), self.cfg

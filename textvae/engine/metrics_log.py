@@ -37,3 +37,10 @@ class MetricsLog:
             self.handle.close()
             for mirror in self.mirrors:
                 mirror.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl ([] when there is none)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from textvae import distributed
+from textvae.engine import distributed
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from textvae import distributed
+from textvae.engine import distributed
 from textvae.engine.metrics_log import MetricsLog
 from textvae.engine.state import Progress
 from textvae.errors import TextVAEError
@@ -30,6 +30,7 @@ class StepOutcome:
     nothing changed). ``terms``: the honest terms of the batch (the family's window reads them:
     ``ElboTerms`` for text, ``LossTerms`` for images). ``examples``, ``tokens``: this process's
     batch size and target tokens. ``scalars``: batch-level values to log (e.g. codes restarted).
+    ``grad_norms``: ‖g‖₂ before clipping, 0-dim device tensors (``textvae.engine.train_record``).
     """
 
     updated: bool
@@ -37,6 +38,7 @@ class StepOutcome:
     examples: int
     tokens: int = 0
     scalars: dict[str, float] = field(default_factory=dict)
+    grad_norms: dict[str, Any] | None = None
 
 
 class Stepper(Protocol):
@@ -79,16 +81,34 @@ class SkipPolicy:
     metrics_log: MetricsLog
 
     def count(self, progress: Progress) -> None:
-        progress.skipped_steps += 1
-        progress.skipped_in_a_row += 1
-        log.warning(
-            "non-finite loss or gradient after step %d: batch skipped (%d in a row, %d in all)",
-            progress.step,
-            progress.skipped_in_a_row,
-            progress.skipped_steps,
-        )
-        self.metrics_log.write({"event": "skipped", "step": progress.step, "in_a_row": progress.skipped_in_a_row})
-        if progress.skipped_in_a_row >= self.max_in_a_row:
+        """One skipped step, seen at once (the host step)."""
+        self.record(progress, 1, progress.skipped_in_a_row + 1, progress.skipped_in_a_row + 1, late=False)
+
+    def record(self, progress: Progress, new: int, in_a_row: int, longest_run: int, late: bool = True) -> None:
+        """``new`` skipped steps: counted, logged, written to the metrics log (with their ``count`` when
+        seen ``late``, as a graphed step's are, several at once); ``in_a_row`` is the run of skipped steps
+        now and ``longest_run`` the longest among the new ones. Fatal when that run reaches ``max_in_a_row``."""
+        progress.skipped_steps += new
+        progress.skipped_in_a_row = in_a_row
+        if late:
+            log.warning(
+                "non-finite loss or gradient: %d batch(es) skipped before step %d (%d in a row at most, %d in all)",
+                new,
+                progress.step,
+                longest_run,
+                progress.skipped_steps,
+            )
+        else:
+            log.warning(
+                "non-finite loss or gradient after step %d: batch skipped (%d in a row, %d in all)",
+                progress.step,
+                in_a_row,
+                progress.skipped_steps,
+            )
+        seen_late = {"count": new} if late else {}
+        self.metrics_log.write({"event": "skipped", "step": progress.step, **seen_late, "in_a_row": longest_run})
+        if longest_run >= self.max_in_a_row:
+            progress.skipped_in_a_row = longest_run
             self.stop(progress)
 
     def stop(self, progress: Progress) -> None:

@@ -6,16 +6,15 @@ An image recipe has the tables ``[data]`` (``ImageDataConfig``), ``[model]`` (a 
 plus ``description`` and ``base``. A recipe *is* an image recipe when its ``[model].type`` names a
 registered ``image_model``. ``vae`` names a model of both families: such a recipe is an image
 recipe when its ``[data]`` names an image dataset (``dataset = "mnist"``) or has an image-only key
-(``binarize``, ...); otherwise it stays a text recipe. ``load_any_recipe`` reads either kind; the text
-loader ``textvae.config.load_recipe`` is unchanged.
+(``binarize``, ...); otherwise it stays a text recipe. ``textvae.families.load_any_recipe`` reads either
+kind; the text loader ``textvae.config.load_recipe`` is unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from textvae import registry
@@ -23,14 +22,10 @@ from textvae.config import (
     _AT_LEAST_ONE,
     _NON_NEGATIVE,
     DataConfig,
-    Recipe,
     ReferenceConfig,
     TrainConfig,
     _check_ranges,
     _dataclass_from,
-    apply_override,
-    read_recipe_tables,
-    recipe_from_dict,
 )
 from textvae.errors import TextVAEError
 
@@ -152,26 +147,3 @@ def image_recipe_from_dict(raw: Mapping[str, Any], source: str) -> ImageRecipe:
         )
     model = registry.validate("image_model", raw["model"], f"{source}: [model]")
     return ImageRecipe(model=model, source=source, **sections)
-
-
-def any_recipe_from_dict(raw: Mapping[str, Any], source: str) -> Recipe | ImageRecipe:
-    """An image recipe when the model is an image model, else a text recipe (``recipe_from_dict``)."""
-    if is_image_config(raw):
-        return image_recipe_from_dict(raw, source)
-    return recipe_from_dict(raw, source)
-
-
-def load_any_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe | ImageRecipe:
-    """Load a text or image recipe file (following ``base``), apply ``--set`` overrides, validate."""
-    raw = read_recipe_tables(path)
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    return any_recipe_from_dict(raw, source=str(path))
-
-
-def load_image_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ImageRecipe:
-    """Load a recipe that must be an image recipe."""
-    recipe = load_any_recipe(path, overrides)
-    if not isinstance(recipe, ImageRecipe):
-        raise TextVAEError(f"{path}: not an image recipe ([model].type {recipe.model['type']!r} is a text model)")
-    return recipe

@@ -40,34 +40,20 @@ from textvae import metrics
 from textvae.checkpoint import atomic_write_text
 from textvae.distributions import DiagGaussian
 from textvae.engine.machine import machine_fingerprint
-from textvae.eval_device import MEMORY_FRACTION, module_device, resolve_device
+from textvae.evaluation.device import MEMORY_FRACTION, module_device, resolve_device
+from textvae.evaluation.metric_table import IMAGE_COLUMNS, Metric, columns
+from textvae.evaluation.plots import plot_kl_per_dim
 from textvae.image import figures as image_figures
 from textvae.image.config import ImageEvalConfig
 from textvae.image.data import ImageSplit, load_image_split
 from textvae.image.models.base import LossTerms
-from textvae.plots import plot_kl_per_dim
-
-# (key in the results dict, column header, format) for ``textvae eval`` and ``textvae report``
-IMAGE_COLUMNS = [
-    ("iw_nll", "IW-NLL", "{:.2f}"),
-    ("bits_per_dim", "bits/dim", "{:.4f}"),
-    ("elbo", "ELBO", "{:.2f}"),
-    ("rec", "Rec", "{:.2f}"),
-    ("kl", "KL", "{:.3f}"),
-    ("au", "AU", "{:d}"),
-    ("mi_full", "MI(full)", "{:.3f}"),
-    ("recon_mse", "Rec MSE", "{:.4f}"),
-    ("recon_bce", "Rec BCE", "{:.2f}"),
-    ("codebook_perplexity", "Codebook PPL", "{:.1f}"),
-]
 
 
-def columns_for(results: list[dict]) -> list[tuple[str, str, str]]:
-    """IMAGE_COLUMNS, then one column per other honest term the results have (a prior's
-    ``prior_nll``, TD-VAE's ``kl_t1``, a penalty ...), so no model's numbers are left out of its table."""
-    standard = {key for key, _, _ in IMAGE_COLUMNS}
-    extra = sorted({name for result in results for name in result.get("terms", {})} - standard)
-    return [*IMAGE_COLUMNS, *((name, name, "{:.3f}") for name in extra)]
+def columns_for(results: list[dict]) -> list[Metric]:
+    """The image columns (``metric_table.IMAGE_COLUMNS``), then one per other honest term the results have
+    (a prior's ``prior_nll``, TD-VAE's ``kl_t1``, a penalty ...), so no model's numbers are left out of its table."""
+    extra = sorted({name for result in results for name in result.get("terms", {})} - set(IMAGE_COLUMNS))
+    return columns((*IMAGE_COLUMNS, *extra))
 
 
 _PROBABILITY_FLOOR = 1e-6  # reconstructions are clamped to [floor, 1 − floor] before the log of the BCE
@@ -360,7 +346,7 @@ def evaluate_image_run(
     figures: bool = True,
     progress_bar: bool = True,
 ) -> tuple[dict, ImageEvalResult]:
-    """Evaluate a loaded image checkpoint (``train.load_image_checkpoint``) with ``settings``, write the
+    """Evaluate a loaded image checkpoint (``image.checkpoint.load_image_checkpoint``) with ``settings``, write the
     JSON results and the PNGs beside them (KL per dimension, codebook usage, reconstructions, samples,
     interpolations, the model's own figures); returns (metrics as written, result)."""
     data_cfg = loaded.recipe.data

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import save_image
 
-from textvae.plots import plt  # matplotlib with the headless backend already chosen
+from textvae.evaluation.plots import plt  # matplotlib with the headless backend already chosen
 
 FIGURE_EXAMPLES = 16  # test images the figures start from: reconstructions, 8 interpolation pairs, model figures
 _PAD_VALUE = 0.5  # grey lines between the tiles, visible on black and on white images

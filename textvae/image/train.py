@@ -3,7 +3,7 @@
 A run directory holds ``config.json`` (the resolved recipe), ``metrics.jsonl`` (one JSON object per
 logged step, per validation and per skipped step), ``last.pt`` (every ``checkpoint_every_steps``
 steps and at every epoch end) and ``best.pt`` (lowest validation loss: −ELBO = rec + kl for a
-model with both terms, else its objective; see ``evaluate.validation_loss``).
+model with both terms, else its objective; see ``image.evaluate.validation_loss``).
 Checkpoints are the text side's atomic, checksummed files, marked ``family = "image"``.
 ``resume=True`` continues from ``last.pt`` exactly: the model, optimizer, scheduler, global RNG
 (the models' noise) and the position in the epoch are restored; the batch order and the dynamic
@@ -26,104 +26,29 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from textvae import __version__, distributed, registry
-from textvae.checkpoint import FORMAT, read_checkpoint, read_checkpoint_strict, write_checkpoint_payload
-from textvae.engine import Engine, StepOutcome, TrainSummary
+from textvae.engine import Engine, StepOutcome, TrainSummary, distributed
 from textvae.engine.state import seed_everything
 from textvae.errors import TextVAEError
-from textvae.image.config import ImageRecipe, image_recipe_from_dict, is_image_config
-from textvae.image.data import batch_generator, epoch_order, image_shape, load_image_split
+from textvae.evaluation.device import resolve_device
+from textvae.image.checkpoint import FAMILY, build_image_model, save_image_checkpoint
+from textvae.image.config import ImageRecipe
+from textvae.image.data import batch_generator, epoch_order, load_image_split
 from textvae.image.evaluate import TermTotals, main_term, select_examples, validate_image
 from textvae.strategies import StepContext, apply_update
 
 log = logging.getLogger(__name__)
-
-FAMILY = "image"  # the checkpoint field that tells an image run from a text run
-
-
-def build_image_model(recipe: ImageRecipe) -> torch.nn.Module:
-    """The recipe's ``image_model``, given ``image_shape`` = (C, H, W) of its data."""
-    return registry.build("image_model", recipe.model, "model", image_shape=image_shape(recipe.data))
-
-
-def resolve_image_device(choice: str) -> torch.device:
-    """``train.device``: ``auto`` takes the GPU when CUDA is available."""
-    return distributed.resolve_device(choice)
-
-
-def save_image_checkpoint(
-    path: Path, *, recipe: ImageRecipe, model: torch.nn.Module, keep_previous: bool = False, **state: Any
-) -> None:
-    """Model weights with the recipe that built them, plus any training ``state`` (atomic, checksummed)."""
-    payload = {
-        "format": FORMAT,
-        "textvae_version": __version__,
-        "family": FAMILY,
-        "config": json.dumps(recipe.to_dict()),
-        "vocab": None,  # the checkpoint format requires the key; images have no vocabulary
-        "model": model.state_dict(),
-        **state,
-    }
-    write_checkpoint_payload(path, payload, keep_previous)
-
-
-@dataclass
-class LoadedImageCheckpoint:
-    recipe: ImageRecipe
-    model: torch.nn.Module
-    payload: dict[str, Any]
-
-
-def load_image_checkpoint(path: Path) -> LoadedImageCheckpoint:
-    """Rebuild the model from the checkpoint's own recipe and load its weights strictly (eval mode).
-    A damaged file is an error (naming the ``.prev`` copy, if any), never silently replaced."""
-    path = Path(path)
-    payload = read_checkpoint_strict(path)
-    try:
-        config = json.loads(payload["config"])
-    except (json.JSONDecodeError, TypeError) as err:
-        raise TextVAEError(f"{path}: checkpoint config is not valid JSON ({err})") from None
-    if payload.get("family") != FAMILY or not is_image_config(config):
-        raise TextVAEError(f"{path}: a text model's checkpoint, not an image run")
-    recipe = image_recipe_from_dict(config, source=f"{path} (config)")
-    model = build_image_model(recipe)
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0][:160]
-        raise TextVAEError(f"{path}: weights do not fit the checkpoint's config ({reason})") from None
-    model.eval()
-    return LoadedImageCheckpoint(recipe, model, payload)
-
-
-def is_image_run(path: str | Path) -> bool:
-    """Whether a run directory (or a checkpoint file) holds an image model: its ``config.json``
-    decides, else the checkpoint's own config. Anything unreadable counts as not an image run,
-    so that the text commands report it in their own words."""
-    path = Path(path)
-    config_path = path / "config.json" if path.is_dir() else path.parent / "config.json"
-    try:
-        if config_path.is_file():
-            return is_image_config(json.loads(config_path.read_text(encoding="utf-8")))
-        if path.is_file():
-            payload = read_checkpoint(path)
-            return payload.get("family") == FAMILY and is_image_config(json.loads(payload["config"]))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError, TextVAEError):
-        return False
-    return False
 
 
 def train_image(recipe: ImageRecipe, run_dir: str | Path, resume: bool = False) -> TrainSummary:
     """Train ``recipe`` into ``run_dir`` (module docstring); ``resume`` continues from ``last.pt``."""
     if distributed.launched_world_size() > 1:
         raise TextVAEError("image models train in one process; torchrun is not supported for them")
-    context = distributed.Context(device=resolve_image_device(recipe.train.device))
+    context = distributed.Context(device=resolve_device(recipe.train.device, "train.device"))
     return Engine(ImageFamily(recipe, Path(run_dir), context.device), recipe, Path(run_dir), resume, context).run()
 
 

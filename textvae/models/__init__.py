@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from textvae import registry
+from textvae import components, registry  # noqa: F401 - importing components registers the built-in ones
 from textvae.data.vocab import Vocab
 
 

@@ -7,10 +7,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from textvae import registry
-from textvae.cross_entropy import sequence_nll
 from textvae.data.batching import Batch
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
+from textvae.models.cross_entropy import sequence_nll
 from textvae.models.vae import build_remedies
 from textvae.objective import VAEOutput
 from textvae.registry import ComponentSpec, register

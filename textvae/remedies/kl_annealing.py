@@ -11,7 +11,7 @@ Schedules (the weight w multiplies the KL term of the objective; reported number
   (the Optimus variant, Li et al. 2020). After ``total``, w = 1.
 
 t counts optimizer steps, or epochs (fractional: step / steps per epoch) when ``unit = "epoch"``.
-``step`` may be a float64 tensor on the device (``textvae.graph_step``): the weight is then a device
+``step`` may be a float64 tensor on the device (``textvae.cuda.sync_free_step``): the weight is then a device
 tensor computed by the same float64 operations, so a captured step follows the schedule without
 reading the step back (``weight_tensor``).
 """

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-IMAGE_CONTEXT = ("image_shape",)  # what the framework passes to every image model's constructor
+IMAGE_CONTEXT = ("image_shape", "load_run")  # what the framework passes to an image model's constructor
+# load_run(path) → a loaded image checkpoint (.recipe, .model): how a two-stage model reads its stage one
 
 
 @dataclass

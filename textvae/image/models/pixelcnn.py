@@ -25,7 +25,9 @@ themselves depend on codes < j only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -197,17 +199,17 @@ class GatedPixelCNN(nn.Module):
         return codes
 
 
-def load_stage_one(run: str, expected_type: str, image_shape: tuple[int, int, int], parameter: str) -> nn.Module:
+def load_stage_one(
+    run: str, expected_type: str, image_shape: tuple[int, int, int], parameter: str, load_run: Callable[[Path], Any]
+) -> nn.Module:
     """The trained stage-1 model of an image run directory (its ``best.pt``) or checkpoint file, frozen,
-    in eval mode; read by ``textvae.image.train.load_image_checkpoint`` (checksummed, rebuilt from the
-    checkpoint's own recipe, weights loaded strictly). One-line errors for a missing run, a run of
-    another model type, or a run trained on images of another shape."""
-    from textvae.image.train import load_image_checkpoint  # not at the top: train imports this package
-
+    in eval mode; read by ``load_run`` (``IMAGE_CONTEXT``: ``textvae.image.checkpoint.load_image_checkpoint``,
+    checksummed, rebuilt from the checkpoint's own recipe, weights loaded strictly). One-line errors for a
+    missing run, a run of another model type, or a run trained on images of another shape."""
     path = Path(run)
     if not path.exists():
         raise TextVAEError(f"{parameter} = {run!r}: no such run directory or checkpoint")
-    loaded = load_image_checkpoint(resolve_checkpoint(path, "best"))
+    loaded = load_run(resolve_checkpoint(path, "best"))
     found = loaded.recipe.model["type"]
     if found != expected_type:
         raise TextVAEError(f"{parameter} = {run!r}: the run trained a {found!r} model, not {expected_type!r}")
@@ -239,13 +241,14 @@ class VQVAEPrior(nn.Module):
     def __init__(
         self,
         image_shape: tuple[int, int, int],
+        load_run: Callable[[Path], Any],
         vqvae_run: str,
         channels: int = 64,
         num_layers: int = 6,
         kernel_size: int = 3,
     ):
         super().__init__()
-        self.vqvae = load_stage_one(vqvae_run, "vqvae", image_shape, "vqvae_run")
+        self.vqvae = load_stage_one(vqvae_run, "vqvae", image_shape, "vqvae_run", load_run)
         self.code_shape = self.vqvae.code_shape
         self.prior = GatedPixelCNN(self.vqvae.num_codes, channels, num_layers, kernel_size)
 

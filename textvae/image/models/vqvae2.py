@@ -26,7 +26,9 @@ trained together on the frozen stage-1 codes; −log p(k_top, k_bottom) = prior_
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -233,6 +235,7 @@ class VQVAE2Prior(nn.Module):
     def __init__(
         self,
         image_shape: tuple[int, int, int],
+        load_run: Callable[[Path], Any],
         vqvae2_run: str,
         channels: int = 64,
         num_layers: int = 6,
@@ -240,7 +243,7 @@ class VQVAE2Prior(nn.Module):
         attention_heads: int = 4,
     ):
         super().__init__()
-        self.vqvae2 = load_stage_one(vqvae2_run, "vqvae2", image_shape, "vqvae2_run")
+        self.vqvae2 = load_stage_one(vqvae2_run, "vqvae2", image_shape, "vqvae2_run", load_run)
         num_codes = self.vqvae2.codes_per_level
         top_positions = self.vqvae2.top_shape[0] * self.vqvae2.top_shape[1]
         if attention_heads < 1:

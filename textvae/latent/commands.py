@@ -70,7 +70,7 @@ def add_commands(commands, add_decode_options, positive_int) -> None:
 
 def run_shift(args, model) -> Tensor | None:
     """scale · v for ``--add-vector NAME``, from RUN/attribute_vectors.json; None without the option."""
-    from textvae.attributes import shift
+    from textvae.latent.attributes import shift
 
     if args.add_vector is None:
         return None
@@ -94,7 +94,7 @@ def score_texts(model, texts: list[str], z: Tensor) -> list[float]:
 
 
 def homotopy_plot(model, args, texts: list[str], shift: Tensor | None) -> None:
-    from textvae.latent_plots import plot_homotopy
+    from textvae.latent.plots import plot_homotopy
 
     z = model.interpolation_path(args.first, args.second, args.steps, shift)  # (S, D)
     weights = [i / (args.steps - 1) for i in range(args.steps)]
@@ -106,10 +106,10 @@ def cmd_attribute(args, settings: dict) -> None:
     import torch
 
     import textvae
-    from textvae.attributes import read_labelled, save_vectors, vectors_from_codes
-    from textvae.latent_plots import plot_attribute_codes
-    from textvae.latents import posterior_means
-    from textvae.transfer import vector_norms
+    from textvae.latent.attributes import read_labelled, save_vectors, vectors_from_codes
+    from textvae.latent.codes import posterior_means
+    from textvae.latent.plots import plot_attribute_codes
+    from textvae.latent.transfer import vector_norms
 
     pairs = read_labelled(args.file)
     evaluation = read_labelled(args.eval_file) if args.eval_file is not None else None
@@ -136,7 +136,7 @@ def cmd_attribute(args, settings: dict) -> None:
 
 
 def _transfer(args, model, vectors, pairs, evaluation, settings: dict) -> dict:
-    from textvae.transfer import table_markdown, train_classifier, transfer_table
+    from textvae.latent.transfer import table_markdown, train_classifier, transfer_table
 
     log.info("training the bag-of-words classifier on %d sentences", len(pairs))
     classifier = train_classifier(pairs, seed=args.seed)
@@ -150,7 +150,7 @@ def _transfer(args, model, vectors, pairs, evaluation, settings: dict) -> dict:
 def cmd_neighbours(args) -> None:
     import textvae
     from textvae.checkpoint import resolve_checkpoint
-    from textvae.neighbours import corpus_codes, nearest
+    from textvae.latent.neighbours import corpus_codes, nearest
 
     model = textvae.load(args.run, args.checkpoint, device=args.device)
     checkpoint = resolve_checkpoint(args.run, args.checkpoint)
@@ -166,9 +166,9 @@ def cmd_neighbours(args) -> None:
 
 def cmd_generate(args, settings: dict) -> None:
     import textvae
-    from textvae.batch_generation import generate_jsonl
-    from textvae.generate import DecodeSettings
-    from textvae.neighbours import read_corpus
+    from textvae.generation.decoding import DecodeSettings
+    from textvae.generation.jsonl import generate_jsonl
+    from textvae.latent.neighbours import read_corpus
 
     sentences = read_corpus(args.file) if args.file is not None else None
     model = textvae.load(args.run, args.checkpoint, device=args.device)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from textvae.errors import TextVAEError
+from textvae.evaluation.device import resolve_device
 
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
@@ -63,20 +63,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this process's GPU when CUDA is available, else the CPU."""
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise TextVAEError("train.device = 'cuda' but no CUDA device is available")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def setup(device_choice: str) -> Context:
     """Join the process group torchrun prepared (if any) and pick this process's device."""
     world_size = launched_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_choice, local_rank)
+    device = resolve_device(device_choice, "train.device", local_rank)
     if world_size == 1:
         return Context(device=device)
     if device.type == "cuda":

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from textvae.data.batching import collate
 from textvae.errors import TextVAEError
 from textvae.faults import kill_point
-from textvae.generate import DecodeSettings, decode
+from textvae.generation.decoding import DecodeSettings, decode
 
 
 def _generator(device: torch.device, *key: int) -> torch.Generator:

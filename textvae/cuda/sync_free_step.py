@@ -12,7 +12,8 @@ clipping to norm c, the optimizer update — but it never asks the device for a 
   plain SGD (lr·s, computed in float64 like the host's fold), applied to the gradients otherwise
   (``clip_grads_with_norm_``, the same kernel as the host path);
 - the step counter t (successful updates), the epoch length, the learning rate of every parameter
-  group, the skip counters and the running sums (loss, rec, KL, sentences, tokens) are device
+  group, the skip counters and the train record's running sums (``train_record.SUM_NAMES``: loss,
+  rec, KL, sentences, tokens, the gradient norms before clipping) are device
   tensors updated in place (``StepState``); KL annealing reads t as a tensor
   (``KLAnnealing.weight_tensor``), so one captured step serves the whole run;
 - the host reads the counters and sums only when it asks (``StepState.read``: at log intervals).
@@ -24,7 +25,7 @@ learning-rate scheduler, the metrics log and checkpoints see what they always sa
 (``StepState.sync_lr``, a fill when the value changed, never a read).
 
 Same weights as the host-synchronised step, from the same seeds, on a CPU (``tests/test_graph_step.py``):
-bit for bit with Adam (fused, as ``textvae.train.make_optimizer`` builds it) and with plain SGD with
+bit for bit with Adam (fused, as ``textvae.engine.state.make_optimizer`` builds it) and with plain SGD with
 or without clipping. Two differences, both at the edge of float32: (1) a gradient whose elements are
 finite but whose squared norm overflows float32 (‖g‖ > 3.4·10³⁸) is skipped here, where the host
 path applied a zero (clipped) update; (2) when the clipping scale is within one float32 rounding of
@@ -40,13 +41,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from textvae.engine.train_record import SUM_NAMES, grad_norms, norm_sums, part_parameters, term_sums
 from textvae.objective import elbo_terms
 from textvae.remedies.base import training_objective
+from textvae.strategies import lr_scaling_is_clipping
 
-# the running sums every step adds to (float64, on the device): the train record's numerators and denominators
-SUM_NAMES = ("loss", "rec", "kl", "sentences", "tokens")
-
-# (batch, state) → (loss to minimize, this batch's (len(SUM_NAMES),) float64 sums)
+# (batch, state) → (loss to minimize, this batch's (len(TERM_SUMS),) float64 sums: ``train_record.term_sums``)
 LossFn = Callable[[object, "StepState"], tuple[Tensor, Tensor]]
 
 
@@ -124,13 +124,6 @@ class StepState:
         self.sums.zero_()
 
 
-def _folds_clip_into_lr(optimizer: torch.optim.Optimizer) -> bool:
-    """Plain SGD (no momentum, no weight decay): lr·s is the same update as lr applied to s·g."""
-    return type(optimizer) is torch.optim.SGD and all(
-        group["momentum"] == 0 and group["weight_decay"] == 0 for group in optimizer.param_groups
-    )
-
-
 @contextmanager
 def _sync_free_groups(optimizer: torch.optim.Optimizer, state: StepState):
     """For the block: every group uses its fused kernel with the device learning rate, and the
@@ -178,7 +171,8 @@ class SyncFreeStep:
         self.model, self.optimizer, self.loss_fn, self.grad_clip = model, optimizer, loss_fn, grad_clip
         device = next(model.parameters()).device
         self.state = StepState(optimizer, device, step=step, steps_per_epoch=steps_per_epoch)
-        self.fold_clip = _folds_clip_into_lr(optimizer)
+        self.fold_clip = lr_scaling_is_clipping(optimizer)
+        self.parts = part_parameters(model)  # the encoder's and decoder's parameters, for their norms
 
     def __call__(self, batch) -> None:
         self.state.sync_lr()
@@ -193,12 +187,13 @@ class SyncFreeStep:
         loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # 0-dim, the grads' dtype
+        norms = norm_sums(grad_norms(self.parts, norm), step_sums)  # before clipping, on the device
         ok = torch.isfinite(loss.detach()) & torch.isfinite(norm)
         self.state.found_inf.copy_((~ok).to(torch.float32))
         self._clip(params, norm)
         with _sync_free_groups(self.optimizer, self.state):
             self.optimizer.step()
-        self.state.record(ok, step_sums)
+        self.state.record(ok, torch.cat([step_sums, norms]))
 
     def _clip(self, params: Sequence[nn.Parameter], norm: Tensor) -> None:
         """s = min(1, c / (‖g‖ + 10⁻⁶)): into each group's step lr (plain SGD) or onto the gradients."""
@@ -218,8 +213,8 @@ class SyncFreeStep:
 def text_loss_fn(model: nn.Module, forward: nn.Module | None = None) -> LossFn:
     """The standard text step's objective: the remedies' loss on the honest terms of one batch.
 
-    ``forward`` is what to call for a forward pass (default: the model). The sums are the ones
-    ``textvae.train``'s window adds per step: rec + KL, rec, KL (float64), sentences, target tokens.
+    ``forward`` is what to call for a forward pass (default: the model). The sums are the train
+    record's (``textvae.engine.train_record.term_sums``): rec + KL, rec, KL, sentences, target tokens.
     """
 
     def loss_fn(batch, state: StepState) -> tuple[Tensor, Tensor]:
@@ -228,10 +223,7 @@ def text_loss_fn(model: nn.Module, forward: nn.Module | None = None) -> LossFn:
         objective = training_objective(
             model.remedies, out, terms, batch, step=state.step, steps_per_epoch=state.steps_per_epoch
         )
-        rec, kl = terms.rec.detach().sum(), terms.kl.detach().sum()
         sentences = torch.full_like(state.step, float(terms.rec.shape[0]))  # (,) float64
-        tokens = terms.num_tokens.sum().to(torch.float64)
-        sums = torch.cat([torch.stack([rec + kl, rec, kl]).double(), torch.stack([sentences, tokens])])  # (5,)
-        return objective.loss(), sums
+        return objective.loss(), term_sums(terms.rec, terms.kl, sentences, terms.num_tokens.sum())
 
     return loss_fn

@@ -1,7 +1,7 @@
 """The engine's stepper for graphed text training (``train.cuda_graphs``), and when to use it.
 
 ``GraphStepper`` fits the engine's seam (``textvae.engine.step.Stepper``): each ``step`` runs the
-sync-free step (``textvae.graph_step``), captured per batch shape (``textvae.graph_cache``), and
+sync-free step (``textvae.cuda.sync_free_step``), captured per batch shape (``textvae.cuda.graph_cache``), and
 returns at once, without asking the device whether the update was finite. The engine therefore
 counts every batch as a step; ``settle`` — called whenever the engine is about to log, validate,
 checkpoint or stop — reads the device counters (the one synchronisation) and corrects the host's
@@ -9,7 +9,7 @@ checkpoint or stop — reads the device counters (the one synchronisation) and c
 counted as skipped, each logged as the host path logs them, and the run stops with the same error
 when ``train.max_nonfinite_in_a_row`` skipped steps came in a row. The schedules never see the
 difference: they read the device's step counter, which counts successful updates only.
-``GraphWindow`` reads the train record's sums from the same device tensors.
+The train record's sums live in the same device tensors (``engine.train_record.TrainWindow``).
 
 ``cuda_graphs_decision`` says whether a run uses graphs: ``train.cuda_graphs = "auto"`` turns them
 on for a single-process CUDA run whose strategy runs the standard step and whose parts capture;
@@ -19,16 +19,15 @@ on for a single-process CUDA run whose strategy runs the standard step and whose
 from __future__ import annotations
 
 import logging
-import time
 
 import torch
 from torch import nn
 
-from textvae import distributed
+from textvae.cuda.graph_cache import Capture, GraphedStep
+from textvae.cuda.sync_free_step import SyncFreeStep, text_loss_fn
+from textvae.engine import distributed
 from textvae.engine.step import SkipPolicy, StepOutcome
 from textvae.errors import TextVAEError
-from textvae.graph_cache import Capture, GraphedStep
-from textvae.graph_step import SyncFreeStep, text_loss_fn
 
 log = logging.getLogger(__name__)
 
@@ -107,51 +106,5 @@ class GraphStepper:
             return
         self._skipped_seen = counts.skipped
         progress.step = self._next_step = counts.steps
-        progress.skipped_steps += new
-        progress.skipped_in_a_row = counts.skipped_in_a_row
         self.state.restart_longest_run()
-        log.warning(
-            "non-finite loss or gradient: %d batch(es) skipped before step %d (%d in a row at most, %d in all)",
-            new,
-            progress.step,
-            counts.longest_skip_run,
-            progress.skipped_steps,
-        )
-        skip.metrics_log.write(
-            {"event": "skipped", "step": progress.step, "count": new, "in_a_row": counts.longest_skip_run}
-        )
-        if counts.longest_skip_run >= skip.max_in_a_row:
-            progress.skipped_in_a_row = counts.longest_skip_run
-            skip.stop(progress)
-
-
-class GraphWindow:
-    """The train record's sums, kept on the device by the graphed step (``StepState.sums``)."""
-
-    def __init__(self, stepper: GraphStepper):
-        self.state = stepper.state
-        self.state.reset_sums()
-        self.started = time.perf_counter()
-        self._shown: dict[str, str] = {}
-
-    def add_step(self, outcome: StepOutcome) -> None:
-        """A graphed step added its sums on the device itself; a host step's terms are added here."""
-        if outcome.terms is not None:
-            rec, kl = outcome.terms.rec.detach().sum(), outcome.terms.kl.detach().sum()
-            counts = torch.tensor([float(outcome.examples), float(outcome.tokens)], dtype=torch.float64)
-            step_sums = torch.cat([torch.stack([rec + kl, rec, kl]).double(), counts.to(rec.device)])  # (5,)
-            self.state.sums.add_(step_sums)
-
-    def postfix(self, elapsed: float) -> dict[str, str]:
-        """The last record's values (reading the sums now would wait for the device every step)."""
-        return self._shown
-
-    def report(self, dist: distributed.Context, elapsed: float) -> tuple[dict[str, float], dict[str, float]]:
-        keys = ("loss", "rec", "kl", "sentences", "tokens")
-        sums = self.state.read().sums
-        totals = dict(zip(keys, distributed.sum_across(dist, [sums[k] for k in keys]), strict=True))
-        sentences = max(totals["sentences"], 1.0)
-        means = {key: totals[key] / sentences for key in ("loss", "rec", "kl")}
-        rate = {"tokens_per_s": totals["tokens"] / max(elapsed, 1e-9)}
-        self._shown = {"tok_s": f"{rate['tokens_per_s']:.0f}", "loss": f"{means['loss']:.2f}"}
-        return means, rate
+        skip.record(progress, new, counts.skipped_in_a_row, counts.longest_skip_run)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from textvae.checkpoint import atomic_write_text
 from textvae.errors import TextVAEError
-from textvae.latents import posterior_means
+from textvae.latent.codes import posterior_means
 
 FILE_NAME = "attribute_vectors.json"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from textvae.errors import TextVAEError
@@ -28,8 +29,10 @@ MAX_PASS_ROWS = 65536  # (sample, sentence) rows per decoder pass: larger passes
 MAX_LOGIT_BYTES = 2**30  # logits (and their log-softmax) of one output-layer chunk on a GPU
 
 
-def resolve_device(choice: str, what: str = "eval.device") -> torch.device:
-    """``auto``: the current CUDA device when CUDA is available, else the CPU; ``cuda`` needs CUDA."""
+def resolve_device(choice: str, what: str = "eval.device", local_rank: int | None = None) -> torch.device:
+    """The one device resolver (training, evaluation, the API): ``auto`` takes a CUDA device when CUDA is
+    available, else the CPU; ``cuda`` needs CUDA. The CUDA device is this process's own under torchrun
+    (``local_rank``, spread over the visible devices), else the current one."""
     if choice not in DEVICES:
         raise TextVAEError(f"{what} must be one of {', '.join(DEVICES)}, got {choice!r}")
     if choice == "cuda" and not torch.cuda.is_available():
@@ -37,6 +40,8 @@ def resolve_device(choice: str, what: str = "eval.device") -> torch.device:
         raise TextVAEError(f"{setting}: no CUDA device is available on this machine")
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
+    if local_rank is not None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cuda", torch.cuda.current_device())
 
 
@@ -105,3 +110,9 @@ def logit_chunk_rows(model, device: torch.device) -> int | None:
         return None
     vocab = getattr(getattr(model.decoder, "output", None), "out_features", None)
     return None if not vocab else max(1, MAX_LOGIT_BYTES // (4 * vocab))
+
+
+def device_index(indices: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host indices as an int64 tensor on ``device``, copied without waiting for the device."""
+    index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
+    return index if device.type == "cpu" else index.pin_memory().to(device, non_blocking=True)

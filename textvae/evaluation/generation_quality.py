@@ -35,9 +35,10 @@ from textvae.data.batching import bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
 from textvae.data.vocab import Vocab
 from textvae.errors import TextVAEError
-from textvae.eval_device import module_device
-from textvae.evaluate import EvalSettings, select_sentences
-from textvae.generate import DecodeSettings, decode
+from textvae.evaluation.device import module_device
+from textvae.evaluation.evaluate import EvalSettings
+from textvae.evaluation.validation import select_sentences
+from textvae.generation.decoding import DecodeSettings, decode
 
 
 @dataclass(frozen=True)

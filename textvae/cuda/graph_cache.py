@@ -1,4 +1,4 @@
-"""The sync-free training step (``textvae.graph_step``) captured as CUDA graphs, one per batch shape.
+"""The sync-free training step (``textvae.cuda.sync_free_step``) captured as CUDA graphs, one per batch shape.
 
 A CUDA graph replays a recorded sequence of kernels with the same tensor addresses and shapes, so
 a captured step needs static inputs: each batch shape gets its own graph and its own input
@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from textvae.graph_step import SyncFreeStep
+from textvae.cuda.sync_free_step import SyncFreeStep
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from textvae.checkpoint import atomic_write_bytes
 from textvae.errors import TextVAEError
-from textvae.latents import posterior_means
+from textvae.latent.codes import posterior_means
 
 log = logging.getLogger(__name__)
 METRICS = ("cosine", "euclidean")

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import torch
 
-from textvae.attributes import AttributeVectors
 from textvae.errors import TextVAEError
-from textvae.latents import posterior_means
+from textvae.latent.attributes import AttributeVectors
+from textvae.latent.codes import posterior_means
 
 
 def train_classifier(pairs: Sequence[tuple[str, str]], seed: int = 0):

@@ -24,24 +24,29 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from textvae import metrics
-from textvae.cross_entropy import linear_cross_entropy, output_layer_of, token_nll
-from textvae.data.batching import Batch, bucketed_batches, iterate_batches
+from textvae.data.batching import bucketed_batches, iterate_batches
 from textvae.data.corpus import EncodedSplit
-from textvae.distributions import standard_normal_log_prob
 from textvae.engine.machine import machine_fingerprint
 from textvae.errors import TextVAEError
-from textvae.eval_device import (
+from textvae.evaluation.device import (
     PRECISIONS,
-    decoder_autocast,
+    device_index,
     logit_chunk_rows,
     matmul_precision,
     module_device,
     pass_rows,
 )
+from textvae.evaluation.importance import (
+    Pending,
+    decoder_log_likelihood,
+    draw_importance_samples,
+    importance_log_weights,
+    merge_pending,
+)
+from textvae.evaluation.validation import select_sentences
 from textvae.objective import elbo_terms
 
 log = logging.getLogger(__name__)
@@ -68,14 +73,6 @@ class EvalSettings:
         if self.matmul_precision not in PRECISIONS:
             choices = ", ".join(PRECISIONS)
             raise TextVAEError(f"matmul-precision must be one of {choices}, got {self.matmul_precision!r}")
-
-
-def select_sentences(split: EncodedSplit, max_sentences: int | None, seed: int) -> np.ndarray:
-    """All indices, or a seeded subset of ``max_sentences`` (sorted)."""
-    if max_sentences is None or max_sentences >= len(split):
-        return np.arange(len(split))
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(len(split), size=max_sentences, replace=False))
 
 
 @dataclass
@@ -131,12 +128,6 @@ def _add_per_word_perplexity(result: dict, num_words: int) -> None:
         result["ppl_elbo_word"] = metrics.perplexity(-result["elbo"] * n, num_words)
 
 
-def _device_index(indices: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Host indices as an int64 tensor on ``device``, copied without waiting for the device."""
-    index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
-    return index if device.type == "cpu" else index.pin_memory().to(device, non_blocking=True)
-
-
 def _evaluate_lm(model, split, batches, pad_id, device, bar) -> EvalResult:
     total_nll = torch.zeros((), dtype=torch.float64, device=device)
     total_tokens = torch.zeros((), dtype=torch.long, device=device)
@@ -159,141 +150,6 @@ def _evaluate_lm(model, split, batches, pad_id, device, bar) -> EvalResult:
         means=None,
         logvars=None,
     )
-
-
-@dataclass
-class ImportanceDraws:
-    """K samples z_k ~ q(z|x) of a batch and their log densities, drawn before any decoder pass."""
-
-    z: torch.Tensor  # (K, B, D)
-    log_prior: torch.Tensor  # (K, B): log N(z_k; 0, I)
-    log_q: torch.Tensor  # (K, B): log q(z_k|x), with a posterior flow's log-determinant
-
-
-def draw_importance_samples(model, inference, num_samples: int, chunk_size: int, generator) -> ImportanceDraws:
-    """K = ``num_samples`` draws from q(z|x), ``chunk_size`` per call of the posterior (so the random
-    stream, hence the numbers, do not depend on how the decoder passes are sized)."""
-    zs, priors, log_qs = [], [], []
-    for start in range(0, num_samples, chunk_size):
-        count = min(chunk_size, num_samples - start)
-        z, log_q_per_dim = model.sample_latent(inference, count, generator)  # (c, B, D) each
-        zs.append(z)
-        priors.append(standard_normal_log_prob(z))
-        log_qs.append(log_q_per_dim.sum(-1))
-    return ImportanceDraws(torch.cat(zs), torch.cat(priors), torch.cat(log_qs))
-
-
-def importance_log_weights(
-    model,
-    batch,
-    inference,
-    num_samples: int,
-    chunk_size: int,
-    generator,
-    *,
-    pass_samples: int | None = None,
-    precision: str = "fp32",
-    host_lengths: np.ndarray | None = None,
-    logit_rows: int | None = None,
-) -> torch.Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q(z|x): (K, B), float32.
-
-    The encoder ran once (``inference``); the samples are drawn ``chunk_size`` at a time and the
-    decoder runs on ``pass_samples`` of them at a time (default ``chunk_size``), so memory does not
-    grow with K. With a posterior flow, q(z|x) includes its log-determinant.
-    """
-    draws = draw_importance_samples(model, inference, num_samples, chunk_size, generator)
-    log_px_z = decoder_log_likelihood(
-        model, batch, draws.z, pass_samples or chunk_size, precision, host_lengths, logit_rows
-    )
-    return log_px_z + draws.log_prior - draws.log_q
-
-
-def decoder_log_likelihood(
-    model, batch, z: torch.Tensor, pass_samples: int, precision: str, host_lengths=None, logit_rows=None
-) -> torch.Tensor:
-    """log p(x|z_k) for z (K, B, D), ``pass_samples`` samples per decoder pass: (K, B), float32."""
-    parts = [
-        samples_log_likelihood(model, batch, chunk, host_lengths, logit_rows, precision)
-        for chunk in z.split(pass_samples)
-    ]
-    return torch.cat(parts).float()
-
-
-def _step_nll(decoder, hidden: torch.Tensor, targets: torch.Tensor, logit_rows: int | None, precision: str):
-    """−log p(y|h) per row, (N,): ``token_nll``; on a GPU the fused output layer in chunks of
-    ``logit_rows``; with ``bf16`` the output layer under bfloat16 autocast (its log-softmax in float32)."""
-    if precision == "bf16":
-        with decoder_autocast(precision, hidden.device):
-            return token_nll(decoder.logits, hidden, targets).float()
-    layer = output_layer_of(decoder.logits)
-    if logit_rows is None or layer is None or hidden.dtype != layer.weight.dtype:
-        return token_nll(decoder.logits, hidden, targets)
-    return linear_cross_entropy(hidden, layer, targets, chunk_rows=logit_rows)
-
-
-def samples_log_likelihood(
-    model,
-    batch,
-    z: torch.Tensor,
-    host_lengths: np.ndarray | None = None,
-    logit_rows: int | None = None,
-    precision: str = "fp32",
-) -> torch.Tensor:
-    """log p(x|z_k) for z (K, B, D): (K, B), what ``model.log_likelihood(batch, z)`` gives.
-
-    For a ``SequenceVAE`` whose decoder can share work across samples (``sample_hidden_steps``, the
-    LSTM decoder), the decoder steps through time on all K·B rows at once and each step's real
-    tokens go straight through the output layer, so memory is one step of hidden states and one
-    chunk of logits, whatever the sentence length. Which sentences have a target at step t comes
-    from ``host_lengths`` (the batch's lengths on the host), so the device is never asked."""
-    from textvae.models.vae import SequenceVAE  # the model package imports this module's neighbours
-
-    decoder = getattr(model, "decoder", None)
-    steps = getattr(decoder, "sample_hidden_steps", None)
-    if steps is None or type(model).log_likelihood is not SequenceVAE.log_likelihood:
-        with decoder_autocast(precision, z.device):
-            return model.log_likelihood(batch, z).float()
-    num_samples, batch_size, _ = z.shape
-    log_px_z = z.new_zeros(num_samples, batch_size, dtype=torch.float32)  # (K, B)
-    targets = batch.targets  # (B, T)
-    target_lengths = (batch.lengths.cpu().numpy() if host_lengths is None else np.asarray(host_lengths)) - 1  # (B,)
-    shortest = int(target_lengths.min())  # steps at which every sentence has a target
-    for t, hidden in enumerate(steps(batch.decoder_inputs, z)):  # hidden (K, B, H)
-        if t < shortest:  # every sentence: no copy
-            step_hidden = hidden.reshape(-1, hidden.shape[-1])  # (K·B, H)
-            nll = _step_nll(decoder, step_hidden, targets[:, t].repeat(num_samples), logit_rows, precision)  # (K·B,)
-            log_px_z.sub_(nll.view(num_samples, batch_size))
-            continue
-        host_present = np.flatnonzero(target_lengths > t)  # sentences with a target at step t, (b,)
-        if host_present.size == 0:
-            break
-        present = _device_index(host_present, z.device)
-        step_hidden = hidden.index_select(1, present).reshape(-1, hidden.shape[-1])  # (K·b, H)
-        nll = _step_nll(decoder, step_hidden, targets[present, t].repeat(num_samples), logit_rows, precision)  # (K·b,)
-        log_px_z.index_add_(1, present, nll.view(num_samples, -1).float(), alpha=-1.0)
-    return log_px_z
-
-
-@dataclass
-class _Pending:
-    """A batch whose samples are drawn and whose decoder pass waits for more rows (on a GPU)."""
-
-    batch: Batch  # on the device
-    host_lengths: np.ndarray  # (B,)
-    draws: ImportanceDraws
-
-
-def _merge(pending: list[_Pending], pad_id: int) -> tuple[Batch, np.ndarray, ImportanceDraws]:
-    """One batch of every pending batch's sentences (padded to the longest), its lengths and draws."""
-    if len(pending) == 1:
-        return pending[0].batch, pending[0].host_lengths, pending[0].draws
-    width = max(p.batch.tokens.shape[1] for p in pending)
-    tokens = torch.cat([F.pad(p.batch.tokens, (0, width - p.batch.tokens.shape[1]), value=pad_id) for p in pending])
-    batch = Batch(tokens, torch.cat([p.batch.lengths for p in pending]), torch.cat([p.batch.indices for p in pending]))
-    fields = ("z", "log_prior", "log_q")
-    draws = ImportanceDraws(*(torch.cat([getattr(p.draws, f) for p in pending], dim=1) for f in fields))
-    return batch, np.concatenate([p.host_lengths for p in pending]), draws
 
 
 class _VaeSums:
@@ -322,10 +178,10 @@ class _VaeSums:
         return {k: float(v) for k, v in self.sums.items()}, self.kl_per_dim.cpu().numpy(), int(self.tokens)
 
 
-def _flush(model, pending: list[_Pending], pad_id: int, settings: EvalSettings, plan: tuple, sums: _VaeSums) -> None:
+def _flush(model, pending: list[Pending], pad_id: int, settings: EvalSettings, plan: tuple, sums: _VaeSums) -> None:
     """The decoder passes of the pending batches (merged into one batch of sentences), their IW sums."""
     budget, logit_rows = plan
-    batch, host_lengths, draws = _merge(pending, pad_id)
+    batch, host_lengths, draws = merge_pending(pending, pad_id)
     num_samples = draws.z.shape[0]
     pass_samples = settings.iw_chunk_size if budget is None else max(1, min(num_samples, budget // len(batch)))
     log_px_z = decoder_log_likelihood(
@@ -344,13 +200,13 @@ def _evaluate_vae(model, split, batches, chosen, pad_id, settings, device, bar) 
     logvars = torch.zeros(len(chosen), model.latent_dim, device=device)
     sums = _VaeSums(model.latent_dim, device)
     plan = (pass_rows(model, device, int(split.lengths[chosen].max())), logit_chunk_rows(model, device))
-    pending: list[_Pending] = []
+    pending: list[Pending] = []
     for indices, host_batch in zip(batches, iterate_batches(split, batches, pad_id), strict=True):
         batch = host_batch.to_device(device)
         inference = model.infer(batch)  # the encoder runs once per sentence
         terms = elbo_terms(model(batch, generator=generator, inference=inference))
         posterior = inference.posterior  # with a flow: the Gaussian it starts from (AU and MI use it)
-        rows = _device_index(np.searchsorted(chosen, indices), device)  # rows of the outputs
+        rows = device_index(np.searchsorted(chosen, indices), device)  # rows of the outputs
         means[rows], logvars[rows] = posterior.mean, posterior.logvar
         sums.sums["rec"] += terms.rec.sum().double()
         sums.sums["kl"] += terms.kl.sum().double()
@@ -361,7 +217,7 @@ def _evaluate_vae(model, split, batches, chosen, pad_id, settings, device, bar) 
         )
         sums.sums["mi_batch"] += mi * len(batch)
         draws = draw_importance_samples(model, inference, settings.iw_samples, settings.iw_chunk_size, generator)
-        pending.append(_Pending(batch, split.lengths[indices], draws))
+        pending.append(Pending(batch, split.lengths[indices], draws))
         pending_rows = sum(len(p.batch) for p in pending) * settings.iw_samples
         if plan[0] is None or pending_rows + len(batch) * settings.iw_samples > plan[0]:
             _flush(model, pending, pad_id, settings, plan, sums)
@@ -438,70 +294,3 @@ def precision_check(model, split: EncodedSplit, indices: np.ndarray, pad_id: int
         "max_abs_diff": float(difference.abs().max()),
         "mean_diff": float(difference.mean()),
     }
-
-
-VALIDATION_SUMS = ("rec", "kl", "tokens", "sentences", "mi_weighted")
-# per latent dimension (lists of D sums, a VAE only): KL_d, and E_q[z_d] and its square for AU's variance
-VALIDATION_VECTORS = ("kl_per_dim", "mean", "mean_sq")
-
-
-@torch.no_grad()
-def validation_sums(
-    model, split: EncodedSplit, pad_id: int, batch_size: int, indices: np.ndarray, seed: int, device=None
-) -> dict[str, float]:
-    """Sums over ``indices`` of what validation reports (``VALIDATION_SUMS``): summed across
-    processes under torch.distributed, then turned into means by ``validation_from_sums``."""
-    was_training = model.training
-    model.eval()
-    device = module_device(model) if device is None else torch.device(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    # MI draws from its own stream (on a CPU the shared one, as always), so rec and KL see the same z
-    mi_generator = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
-    batches = [indices[b] for b in bucketed_batches(split.lengths[indices], batch_size, shuffle=False)]
-    totals = {key: torch.zeros((), dtype=torch.float64, device=device) for key in ("rec", "kl", "mi_weighted")}
-    tokens, sentences = torch.zeros((), dtype=torch.long, device=device), 0
-    vectors: dict[str, torch.Tensor] = {}
-    for batch in iterate_batches(split, batches, pad_id):
-        out = model(batch.to_device(device), generator=generator)
-        terms = elbo_terms(out)
-        totals["rec"] += terms.rec.sum().double()
-        totals["kl"] += terms.kl.sum().double()
-        tokens += terms.num_tokens.sum()
-        sentences += len(batch)
-        if out.posterior is not None:
-            mi = metrics.mutual_info_estimate(out.posterior.mean, out.posterior.logvar, mi_generator)
-            totals["mi_weighted"] += mi * len(batch)
-            mean = out.posterior.mean.double()  # (B, D)
-            for key, value in zip(VALIDATION_VECTORS, (terms.kl_per_dim.double(), mean, mean**2), strict=True):
-                vectors[key] = value.sum(0) + vectors.get(key, 0.0)  # (D,) on the device
-    read = {key: float(value) for key, value in totals.items()}  # the one read of the device
-    read |= {"tokens": float(int(tokens)), "sentences": float(sentences)}
-    sums = {key: read[key] for key in VALIDATION_SUMS}
-    model.train(was_training)
-    return sums | {key: value.tolist() for key, value in vectors.items()}
-
-
-def validation_from_sums(sums: dict) -> dict:
-    """Mean −ELBO (or NLL) per sentence, KL, PPL and MI from ``validation_sums`` (of one or all ranks);
-    for a VAE also ``au`` (dimensions whose posterior means vary by ≥ 0.01 over the sentences, from
-    the sums of E_q[z_d] and its square) and ``kl_per_dim``, the live collapse diagnostics."""
-    sentences = sums["sentences"]
-    result = {
-        "loss": (sums["rec"] + sums["kl"]) / sentences,
-        "rec": sums["rec"] / sentences,
-        "kl": sums["kl"] / sentences,
-        "ppl": metrics.perplexity(sums["rec"] + sums["kl"], int(sums["tokens"])),
-        "mi": sums["mi_weighted"] / sentences,  # He et al. 2019's minibatch estimator; 0 for a language model
-        "num_sentences": int(sentences),
-    }
-    if "mean" in sums and sentences > 1:
-        pairs = zip(sums["mean"], sums["mean_sq"], strict=True)
-        variances = [(sq - m * m / sentences) / (sentences - 1) for m, sq in pairs]  # unbiased Var_x(E_q[z_d])
-        result["au"] = sum(v >= metrics.AU_THRESHOLD for v in variances)
-        result["kl_per_dim"] = [v / sentences for v in sums["kl_per_dim"]]
-    return result
-
-
-def validation_loss(model, split: EncodedSplit, pad_id: int, batch_size: int, indices: np.ndarray, seed: int) -> dict:
-    """Fast validation during training: mean −ELBO (or NLL) per sentence, KL, PPL and MI; no IW."""
-    return validation_from_sums(validation_sums(model, split, pad_id, batch_size, indices, seed))

@@ -1,4 +1,4 @@
-"""Published rows, what reproducing them means, and a verdict for every measured row.
+"""Published rows, what reproducing them means, and a verdict for every measured row: pure, no files.
 
 A recipe's ``[reference]`` (or an ablation variant's ``paper = {...}``) names the published row it
 reproduces (``paper``, ``table``, ``row``) with the tag that says how the number was verified (the
@@ -16,13 +16,13 @@ least the paper's budget (``epochs``, no step or time cap). A row's stopping rul
 recipe declares (the quickstart's ``max_steps``, a CPU-budget recipe's ``epochs``, early stopping);
 a cap added at run time (``train.max_minutes`` that stopped it, a ``--set`` of ``max_steps`` or
 ``epochs``) is not: its convergence checks are **not comparable**, its any-budget checks are
-judged (``textvae.verdict_rules``). A check compares the row's metrics (``kl``, ``au``,
+judged (``stopping_rule_problems``). A check compares the row's metrics (``kl``, ``au``,
 ``iw_nll``, ``mi_batch``, ``kl_batch_stats``, ...), ``lm_nll`` (the NLL of the language-model row
 of the same table) and the recipe's settings (``latent_dim``; ``gamma`` of ``bn_vae``;
 ``threshold`` of ``free_bits``), e.g. Zhu et al. 2020's bound
 ``"kl_batch_stats >= latent_dim * gamma**2 / 2"``. A check whose number the row did not record is
 **not comparable: not recorded**. Verdicts: ``VERDICTS``; with several seeds each seed is judged
-and ``inconclusive`` says how many hold (``textvae.verdict_rules.seeds_verdict``).
+and ``inconclusive`` says how many hold (``seeds_verdict``).
 """
 
 from __future__ import annotations
@@ -32,28 +32,15 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from textvae.errors import TextVAEError
+from textvae.evaluation.metric_table import CHECKABLE, title
 
 TAGS = ("V-text", "V-code", "V-2nd", "V-calc")  # the targets of papers.md's legend; UNVERIFIED never is
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not comparable", "not run")
-METRICS = (
-    *("iw_nll", "ppl_iw", "elbo", "rec", "kl", "mi_batch", "mi_full", "au", "nll", "ppl"),
-    *("bits_per_dim", "recon_mse", "recon_bce", "codebook_perplexity"),
-    "kl_batch_stats",  # BN-VAE: the KL under batch statistics over the training batches (textvae.bn_batch_kl)
-)
+METRICS = CHECKABLE  # the metrics a check may name (textvae.evaluation.metric_table)
 SETTINGS = ("lm_nll", "latent_dim", "gamma", "threshold")  # names a check may use besides METRICS
-METRIC_TITLES = {"iw_nll": "IW-NLL", "ppl_iw": "PPL(IW)", "elbo": "ELBO", "rec": "Rec", "kl": "KL", "au": "AU"}
-METRIC_TITLES |= {
-    "kl_batch_stats": "KL(batch stats)",
-    "mi_batch": "MI(batch)",
-    "mi_full": "MI(full)",
-    "nll": "NLL",
-    "ppl": "PPL",
-    "bits_per_dim": "bits/dim",
-}
 
 _COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq}
 _ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
@@ -148,8 +135,6 @@ def reference_spec(ref: Any, recipe: Mapping[str, Any], declared: Mapping[str, A
     ``{}`` when it cites no published row."""
     if not (ref.expected or ref.expect or ref.expect_at_convergence):
         return {}
-    from textvae.verdict_rules import declared_budget
-
     declared_train = (declared if declared is not None else recipe).get("train", {})
     data, train, model = recipe.get("data", {}), recipe.get("train", {}), recipe.get("model", {})
     setting = {
@@ -185,10 +170,11 @@ def comparability(spec: Mapping[str, Any], budget: Mapping[str, Any] | None = No
         reasons.append(f"capped at {setting['max_steps']} steps{up_to}")
     elif paper_epochs and setting.get("epochs") is not None and setting["epochs"] < paper_epochs:
         reasons.append(f"{setting['epochs']} epochs{up_to}")
-    return reasons  # a run-time cap: textvae.verdict_rules.stopping_rule_problems
+    return reasons  # a run-time cap: stopping_rule_problems
 
 
-def _fmt(value: float) -> str:
+def number_text(value: float) -> str:
+    """A value as a verdict prints it: an integer as one, else 3 decimals below 10 and 2 above."""
     value = float(value)
     return f"{value:.0f}" if value.is_integer() else f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
 
@@ -201,11 +187,9 @@ def verdict(
     ``stopped_on_time``; None when the row cites no published row.
 
     Any-budget checks (``expect``) are always judged; convergence checks (``expect_at_convergence``)
-    only when the row reached its own stopping rule (``textvae.verdict_rules.stopping_rule_problems``).
+    only when the row reached its own stopping rule (``stopping_rule_problems``).
     A failed check makes it **not reproduced**; every check judged and holding, **reproduced**; a
     check not judged (not recorded, or not at convergence) with none failing, **not comparable**."""
-    from textvae.verdict_rules import stopping_rule_problems
-
     if not spec:
         return None
     if measured is None:
@@ -224,7 +208,7 @@ def verdict(
                 unrecorded.append(key)
                 continue
             tolerance = spec["tolerance"][key]
-            line = f"{key} {_fmt(measured[key])} vs {_fmt(published)} ± {_fmt(tolerance)}"
+            line = f"{key} {number_text(measured[key])} vs {number_text(published)} ± {number_text(tolerance)}"
             (passed if abs(measured[key] - published) <= tolerance else failed).append(line)
     names = {**spec.get("setting", {}), **measured, "lm_nll": lm_nll}
     checks = [(text, False) for text in spec.get("expect", [])]
@@ -277,14 +261,14 @@ def budget_text(budget: Mapping[str, Any] | None) -> str:
 
 def _described(text: str, names: Mapping[str, Any]) -> str:
     """The measured values behind a check, e.g. ``kl = 0.012, au = 0``."""
-    return ", ".join(f"{name} = {_fmt(float(names[name]))}" for name in _names(text))
+    return ", ".join(f"{name} = {number_text(float(names[name]))}" for name in _names(text))
 
 
 def published_text(spec: Mapping[str, Any]) -> str:
     """The published side of a table cell: values (or the finding) and the tag."""
     if not spec:
         return "—"
-    values = ", ".join(f"{METRIC_TITLES.get(k, k)} {v:g}" for k, v in spec.get("expected", {}).items())
+    values = ", ".join(f"{title(k)} {v:g}" for k, v in spec.get("expected", {}).items())
     finding = spec.get("finding") or "; ".join(all_checks(spec))
     body = "; ".join(part for part in (values, finding) if part)
     return f"{spec['paper']}, {spec['table']}, {spec['row']}: {body} [{spec['tag']}]"
@@ -294,7 +278,7 @@ def published_short(spec: Mapping[str, Any]) -> str:
     """A table cell: the published values (or the finding) and the tag; the citation is in the notes."""
     if not spec:
         return "—"
-    values = ", ".join(f"{METRIC_TITLES.get(k, k)} {v:g}" for k, v in spec.get("expected", {}).items())
+    values = ", ".join(f"{title(k)} {v:g}" for k, v in spec.get("expected", {}).items())
     return f"{values or spec.get('finding') or '; '.join(all_checks(spec))} [{spec['tag']}]"
 
 
@@ -315,9 +299,7 @@ def language_model_nll(lines: Sequence[Mapping[str, Any]]) -> float | None:
 def summary_verdicts(lines: Sequence[dict[str, Any]], rows: Sequence[Mapping[str, Any]] = ()) -> None:
     """Add ``verdict`` (``Verdict.to_dict()``) to every summary line that cites a published row.
     With ``rows`` (the per-seed rows) a line over several seeds is judged seed by seed
-    (``textvae.verdict_rules.seeds_verdict``), the verdict on the seeds' mean beside."""
-    from textvae.verdict_rules import seeds_verdict
-
+    (``seeds_verdict``), the verdict on the seeds' mean beside."""
     lm_nll = language_model_nll(lines)
     lm_by_seed: dict[int | None, float | None] = {None: lm_nll}  # the first language-model row of each seed
     for row in rows:
@@ -345,140 +327,65 @@ def mi_is_noise(mi: float, se: float | None, kl: float | None) -> bool:
     return (se is not None and not math.isnan(se) and abs(mi) <= 2 * se) or (kl is not None and mi > kl)
 
 
-# ---- the reproduction status: every cited published row beside what the results files measured ----
-
-STATUS_BEGIN = "<!-- reproduction status: generated by `textvae report --reproduction`; do not edit by hand -->"
-STATUS_END = "<!-- end of reproduction status -->"
+# ---- when a check applies, and how seeds vote ----
 
 
-def cited_rows(recipes_dir: Path) -> list[dict[str, Any]]:
-    """Every published row a recipe or an ablation variant under ``recipes_dir`` cites: ``source``
-    (the file), ``variant`` (None for a recipe) and ``spec``. A recipe's row that an ablation already
-    cites through one of its variants is listed there only."""
-    from textvae.ablation import load_ablation
-    from textvae.config import read_toml
-    from textvae.image.config import load_any_recipe
-
-    ablations, recipes = [], []
-    for path in sorted(Path(recipes_dir).rglob("*.toml")):
-        if "variants" in read_toml(path):
-            variants = load_ablation(path)[0]
-            ablations += [{"source": path, "variant": v.name, "spec": v.paper} for v in variants if v.paper]
-        else:
-            reference = load_any_recipe(path).reference
-            if reference.expected or reference.expect or reference.expect_at_convergence:
-                recipes.append({"source": path, "variant": None, "spec": reference_spec(reference, {})})
-    seen = {_row_key(c["spec"]) for c in ablations}
-    return ablations + [c for c in recipes if _row_key(c["spec"]) not in seen]
+def declared_budget(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The budget a recipe declares (its ``train`` table before run-time overrides)."""
+    return {"epochs": train.get("epochs"), "max_steps": train.get("max_steps")}
 
 
-def _row_key(spec: Mapping[str, Any]) -> tuple[str, str, str]:
-    return spec["paper"], spec["table"], spec["row"]
+def _first(value: Any) -> Any:
+    """A row's number, or a summary line's (mean, std) mean."""
+    return value[0] if isinstance(value, tuple | list) else value
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
-    """An ablation results directory: its summary lines (with verdicts), the ablation file it ran
-    (``ablation.json``'s source, else the command in ``run.json``) and ``run.json`` itself."""
-    import json
+def stopping_rule_problems(spec: Mapping[str, Any], budget: Mapping[str, Any] | None) -> list[str]:
+    """Why the row did not reach its own stopping rule; [] when it did (or nothing says otherwise).
 
-    from textvae.ablation import summarize
-    from textvae.verdict_rules import ablation_source, with_current_citations
-
-    results = run_dir / "results.json"
-    if not results.is_file():
-        raise TextVAEError(f"{run_dir}: not an ablation results directory (no results.json)")
-    try:
-        rows = json.loads(results.read_text(encoding="utf-8"))
-        run = json.loads((run_dir / "run.json").read_text(encoding="utf-8")) if (run_dir / "run.json").is_file() else {}
-    except ValueError as err:
-        raise TextVAEError(f"{run_dir}: unreadable results ({err})") from None
-    source = ablation_source(run_dir)
-    rows = with_current_citations(rows, source)  # the measured numbers, today's citations and rules
-    return {"dir": run_dir, "source": source, "lines": summarize(rows), "run": run}
-
-
-def _same_file(cited: Path, source: str | None, recipes_dir: Path) -> bool:
-    if source is None:
-        return False
-    candidates = [Path(source), Path(recipes_dir).parent / source, Path(recipes_dir) / source]
-    return any(c.is_file() and c.resolve() == cited.resolve() for c in candidates)
+    ``spec["setting"]`` is the budget the row ran with, ``spec["declared"]`` the one its recipe
+    declares (absent in results written before 2026-12-07: then only a wall-clock stop is known)."""
+    setting, declared, budget = spec.get("setting", {}), spec.get("declared"), budget or {}
+    problems = []
+    if budget.get("stopped_on_time"):
+        cap = setting.get("max_minutes")
+        problems.append(
+            f"stopped by a wall-clock cap (train.max_minutes{f' = {cap:g}' if cap else ''}), not its own stopping rule"
+        )
+    if declared is None:
+        return problems
+    steps, cap = _first(budget.get("train_steps")), setting.get("max_steps")
+    if cap is not None and cap != declared.get("max_steps") and (steps is None or steps >= cap):
+        recipe = declared.get("max_steps")
+        problems.append(f"stopped at max_steps = {cap} set at run time (the recipe's: {recipe if recipe else 'none'})")
+    epochs, recipe_epochs = setting.get("epochs"), declared.get("epochs")
+    if epochs is not None and recipe_epochs is not None and epochs < recipe_epochs:
+        problems.append(f"{epochs} epochs set at run time (the recipe's: {recipe_epochs})")
+    return problems
 
 
-def status_rows(recipes_dir: Path, run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
-    """One line per cited published row and results file that measured it; 'not run' where none did.
-    A run is matched by the ablation file it ran and the variant's name (or, with no file recorded,
-    by the variant's name and the published row it cites)."""
-    runs = [read_run(Path(d)) for d in run_dirs]
-    table = []
-    for cited in cited_rows(recipes_dir):
-        found = []
-        for run in runs:
-            for line in run["lines"]:
-                same_row = line.get("paper") and _row_key(line["paper"]) == _row_key(cited["spec"])
-                by_file = (
-                    _same_file(cited["source"], run["source"], recipes_dir) and line["variant"] == cited["variant"]
-                )
-                by_row = run["source"] is None and same_row and line["variant"] == cited["variant"]
-                if (by_file or by_row) and line.get("paper"):
-                    found.append((run, line))
-        base = {"source": str(cited["source"]), "variant": cited["variant"], "spec": cited["spec"]}
-        if not found:
-            table.append({**base, "verdict": {"status": "not run", "reason": "no results file for this row yet"}})
-        for run, line in found:
-            table.append({**base, "spec": line["paper"], "line": line, "run": run, "verdict": line.get("verdict")})
-    return table
-
-
-def _measured_text(spec: Mapping[str, Any], line: Mapping[str, Any]) -> str:
-    """The row's values of the metrics its published row names, e.g. ``KL 0.012, AU 0``."""
-    used = list(spec.get("expected", {}))
-    for text in all_checks(spec):
-        used += [n.id for n in ast.walk(parse_check(text, "expect")) if isinstance(n, ast.Name) and n.id in METRICS]
-    cells = [f"{METRIC_TITLES.get(k, k)} {_fmt(line[k][0])}" for k in dict.fromkeys(used) if line.get(k)]
-    return ", ".join(cells) or "—"
-
-
-def _budget_cell(line: Mapping[str, Any], run: Mapping[str, Any]) -> str:
-    """Steps (epochs), device, date and the results directory of a measured row."""
-    info = run.get("run", {})
-    parts = [budget_text(line).removeprefix("after ") or "budget not recorded"]
-    parts.append(line.get("device") or info.get("gpu") or "device not recorded")
-    parts.append(line.get("date") or info.get("date") or "date not recorded")
-    return ", ".join(parts) + f"; `{run['dir']}`"
-
-
-def status_markdown(table: Sequence[Mapping[str, Any]]) -> str:
-    """The reproduction status as Markdown, between the markers ``update_status_block`` looks for."""
-    header = ["recipe", "variant", "published row", "published value or finding", "measured", "budget", "verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    counts = dict.fromkeys(VERDICTS, 0)
-    for entry in table:
-        spec, line, verdict_ = entry["spec"], entry.get("line"), entry.get("verdict") or {}
-        status = verdict_.get("status", "—")
-        counts[status] = counts.get(status, 0) + 1
-        cells = [
-            f"`{entry['source']}`",
-            entry["variant"] or "—",
-            f"{spec['paper'].split(',')[0]}, {spec['table']}, {spec['row']}",
-            published_short(spec),
-            _measured_text(spec, line) if line else "—",
-            _budget_cell(line, entry["run"]) if line else "—",
-            f"**{status}**"
-            + (f" ({verdict_['detail']})" if verdict_.get("detail") else "")
-            + (f": {verdict_['reason']}" if line and verdict_.get("reason") else ""),
-        ]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-    return "\n".join([STATUS_BEGIN, "", *lines, "", f"{len(table)} cited rows: {summary}.", "", STATUS_END])
-
-
-def update_status_block(path: Path, block: str) -> None:
-    """Replace the generated block (``STATUS_BEGIN`` … ``STATUS_END``) of a Markdown file with ``block``."""
-    from textvae.checkpoint import atomic_write_text
-
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if STATUS_BEGIN not in text or STATUS_END not in text:
-        raise TextVAEError(f"{path}: no generated reproduction-status block to update (its markers are missing)")
-    before, rest = text.split(STATUS_BEGIN, 1)
-    after = rest.split(STATUS_END, 1)[1]
-    atomic_write_text(path, before + block + after)
+def seeds_verdict(spec: Mapping[str, Any], seeds: Sequence[Mapping[str, Any]], mean: Any, lm_nll_by_seed=None):
+    """The verdict over several seeds: each seed's row (``seeds``) judged on its own numbers (with
+    the language-model row of the same seed, else ``lm_nll_by_seed[None]``), combined; ``mean`` is
+    the verdict on the seeds' mean (``textvae.reproduction.Verdict``), shown beside."""
+    lm_nll_by_seed = lm_nll_by_seed or {}
+    judged = []
+    for row in seeds:
+        measured = {k: float(row[k]) for k in METRICS if row.get(k) is not None}
+        lm_nll = lm_nll_by_seed.get(row["seed"], lm_nll_by_seed.get(None))
+        judged.append((row["seed"], verdict(spec, measured, lm_nll, row)))
+    n = len(judged)
+    holds = sum(v.status == "reproduced" for _, v in judged)
+    fails = sum(v.status == "not reproduced" for _, v in judged)
+    if holds == n:
+        status = "reproduced"
+    elif fails == n:
+        status = "not reproduced"
+    elif holds + fails == 0:
+        status = "not comparable"
+    else:
+        status = "inconclusive"
+    per_seed = "; ".join(f"seed {seed}: {v.status} ({v.reason})" for seed, v in judged)
+    detail = f"{holds} of {n} seeds hold"
+    reason = f"{detail}: {per_seed}; the seeds' mean: {mean.status} ({mean.reason})"
+    return Verdict(status, reason, detail)

@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from textvae.attributes import AttributeVectors
 from textvae.checkpoint import atomic_write_bytes
+from textvae.latent.attributes import AttributeVectors
 
 
 def _save(figure, path: Path) -> None:

@@ -1,36 +1,12 @@
-"""PNG figures of evaluation results (matplotlib, headless)."""
+"""PNG figures of an ablation's results (matplotlib, headless)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-
-def plot_kl_per_dim(kl_per_dim: Sequence[float], path: Path, title: str, active: Sequence[bool] | None = None) -> None:
-    """Bar chart of the mean KL of each latent dimension (nats); active units in a darker colour."""
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.25 * len(kl_per_dim) + 2), 3.2))
-    colours = ["tab:blue" if active is None or a else "tab:gray" for a in (active or [True] * len(kl_per_dim))]
-    axes.bar(range(len(kl_per_dim)), kl_per_dim, color=colours)
-    axes.set_xlabel("latent dimension")
-    axes.set_ylabel("KL (nats)")
-    axes.set_title(title)
-    axes.set_xlim(-0.6, len(kl_per_dim) - 0.4)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl ([] when there is none)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+from textvae.engine.metrics_log import read_metrics
+from textvae.evaluation.plots import plt  # matplotlib with the headless backend already chosen
 
 
 def plot_ablation(out_dir: Path, rows: Sequence[dict], slugs: dict[str, str]) -> None:

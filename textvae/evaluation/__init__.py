@@ -1,0 +1,1 @@
+"""Evaluation: the metrics' descriptions, evaluate, importance sampling, validation, devices, generation quality."""

@@ -1,0 +1,1 @@
+"""Generation: decoding (greedy, sampling, beam, constraints) and the resumable JSONL writer."""
