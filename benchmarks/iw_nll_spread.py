@@ -27,7 +27,7 @@ log = logging.getLogger("iw_nll_spread")
 def main(argv: list[str]) -> int:
     import torch
 
-    from textvae.checkpoint import load_checkpoint
+    from textvae.api import load_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.evaluation.evaluate import EvalSettings, evaluate
 

@@ -168,7 +168,7 @@ def test_each_seed_is_judged_and_seeds_that_disagree_are_inconclusive(tmp_path, 
 
 def test_every_seed_is_evaluated_on_the_same_sentences(tmp_path, corpus):  # noqa: F811
     """eval.seed fixes the subset; the training seed draws the estimators' samples."""
-    from textvae.checkpoint import load_checkpoint
+    from textvae.api import load_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.evaluation.evaluate import EvalSettings, evaluate
     from textvae.reproduction.ablation import _with_seed
