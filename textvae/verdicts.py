@@ -387,5 +387,5 @@ def seeds_verdict(spec: Mapping[str, Any], seeds: Sequence[Mapping[str, Any]], m
         status = "inconclusive"
     per_seed = "; ".join(f"seed {seed}: {v.status} ({v.reason})" for seed, v in judged)
     detail = f"{holds} of {n} seeds hold"
-    reason = f"{detail}: {per_seed}; the seeds' mean: {mean.status} ({mean.reason})"
+    reason = f"{per_seed}; the seeds' mean: {mean.status} ({mean.reason})"  # ``detail`` is said beside
     return Verdict(status, reason, detail)
