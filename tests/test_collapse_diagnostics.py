@@ -53,45 +53,27 @@ def test_a_language_model_has_no_latent_diagnostics():
     assert "au" not in result and "kl_per_dim" not in result
 
 
-class _FakeWriter:
-    def __init__(self):
-        self.scalars, self.histograms, self.closed = {}, {}, False
-
-    def add_scalar(self, tag, value, step):
-        self.scalars[(tag, step)] = value
-
-    def add_histogram(self, tag, values, step):
-        self.histograms[(tag, step)] = values.tolist()
-
-    def close(self):
-        self.closed = True
-
-
-def test_a_training_run_logs_au_and_kl_per_dim_to_metrics_jsonl_and_tensorboard(tmp_path, monkeypatch):
+def test_a_training_run_logs_au_and_kl_per_dim_to_metrics_jsonl_and_tensorboard(tmp_path):
     import json
 
+    import pytest
+
     from tests.test_engine import LOGGED, small_corpus, text_recipe
-    from textvae.engine import tensorboard
+    from tests.test_tensorboard import read_events, scalars
     from textvae.train import train
 
-    writers = []
-
-    def fake_init(self, log_dir, writer=None):
-        self.writer = _FakeWriter()
-        writers.append(self.writer)
-
-    monkeypatch.setattr(tensorboard.TensorBoardMirror, "__init__", fake_init)
     recipe = text_recipe(small_corpus(tmp_path / "corpus"), "files", max_steps=10, tensorboard=True, **LOGGED)
     train(recipe, tmp_path / "run")
     valid = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     valid = [r for r in valid if r["event"] == "valid"]
     assert valid and all(len(r["kl_per_dim"]) == 4 and 0 <= r["au"] <= 4 for r in valid)
-    (writer,) = writers
+    reader = read_events(tmp_path / "run")  # TensorBoard's own reader of the event files
     last = valid[-1]
-    assert writer.scalars[("valid/au", last["step"])] == last["au"]
-    assert writer.scalars[("valid/kl", last["step"])] == last["kl"]
-    assert writer.histograms[("valid/kl_per_dim", last["step"])] == last["kl_per_dim"]
-    assert ("train/loss", 5) in writer.scalars and writer.closed
+    assert scalars(reader, "valid/au")[last["step"]] == last["au"]
+    assert scalars(reader, "valid/kl")[last["step"]] == pytest.approx(last["kl"], rel=1e-6)
+    histogram = {h.step: h.histogram_value for h in reader.Histograms("valid/kl_per_dim")}[last["step"]]
+    assert histogram.num == 4 and histogram.max == pytest.approx(max(last["kl_per_dim"]), rel=1e-6)
+    assert 5 in scalars(reader, "train/loss")
 
 
 def test_tensorboard_without_its_package_is_a_one_line_error(monkeypatch):
@@ -110,7 +92,7 @@ def test_tensorboard_without_its_package_is_a_one_line_error(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    with pytest.raises(TextVAEError, match="pip install tensorboard"):
+    with pytest.raises(TextVAEError, match=r"pip install .textvae\[tensorboard\]."):
         TensorBoardMirror("unused")
 
 

@@ -20,6 +20,7 @@ from textvae.distributions import DiagGaussian
 from textvae.errors import TextVAEError
 from textvae.evaluation.device import module_device, resolve_device
 from textvae.generation.decoding import DecodeSettings, decode
+from textvae.hub.model_dir import WEIGHTS, is_export_dir, load_export
 from textvae.models import build_model
 
 
@@ -52,6 +53,19 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(recipe, vocab, model, payload)
 
 
+def load_model(path: str | Path, which: str = "best") -> tuple[LoadedCheckpoint, Path]:
+    """The model of a run directory (its ``{which}.pt``), a checkpoint file or a directory written by
+    ``textvae export`` (``which`` does not apply: an export holds one set of weights), on the CPU in
+    eval mode, and the file its weights came from."""
+    path = Path(path)
+    if is_export_dir(path):
+        recipe, vocab, model, metadata = load_export(path)
+        payload = {"format": metadata["format"], "metadata": metadata}  # no checkpoint: the safetensors metadata
+        return LoadedCheckpoint(recipe, vocab, model, payload), path / WEIGHTS
+    checkpoint = resolve_checkpoint(path, which)
+    return load_checkpoint(checkpoint), checkpoint
+
+
 class TextModel:
     """A trained model with its vocabulary and the tokenization of its training corpus."""
 
@@ -62,9 +76,10 @@ class TextModel:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, which: str = "best", device: str | None = "cpu") -> TextModel:
-        """The model of a run directory or checkpoint file (saved on any device) on ``device``:
-        ``cpu``, ``cuda``, ``auto`` (the GPU when CUDA is available) or None (the recipe's ``eval.device``)."""
-        loaded = load_checkpoint(resolve_checkpoint(path, which))  # weights mapped to the CPU first
+        """The model of a run directory, checkpoint file or exported directory (``textvae export``; ``which``
+        does not apply to it) on ``device``: ``cpu``, ``cuda``, ``auto`` (the GPU when CUDA is available)
+        or None (the recipe's ``eval.device``)."""
+        loaded, _ = load_model(path, which)  # weights mapped to the CPU first
         choice, what = (loaded.recipe.eval.device, "eval.device") if device is None else (device, "--device")
         return cls(loaded.model.to(resolve_device(choice, what)), loaded.vocab, loaded.recipe)
 

@@ -1,5 +1,5 @@
 """The command line: ``textvae train | eval | sample | reconstruct | interpolate | attribute | neighbours | generate
-| ablate | report | bench``.
+| ablate | report | bench | export``.
 
 Every user error is reported as one line on stderr (``textvae: error: ...``) with exit status 2.
 """
@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reproduction", type=Path, default=None, metavar="RECIPES_DIR", help=status_help)
     update_help = "with --reproduction: rewrite this file's generated status block"
     report.add_argument("--update", type=Path, action="append", default=[], metavar="FILE.md", help=update_help)
+    export = commands.add_parser("export", help="a run as a shareable directory: safetensors, vocab, model card")
+    export.add_argument("run", type=Path, help="run directory")
+    export.add_argument("out_dir", type=Path, help="the directory to create (must not exist, or be empty)")
+    export.add_argument("--checkpoint", choices=["best", "last"], default="best")
     bench = commands.add_parser("bench", help="throughput at this machine's compute limit, beside baselines")
     bench.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results here")
     bench.add_argument("--quick", action="store_true", help="fewer rounds, steps and sentences")
@@ -184,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-root", type=Path, default=None, help="directory with ptb.{train,valid,test}.txt")
     bench.add_argument("--sizes", choices=["full", "quick", "tiny"], default=None, help=argparse.SUPPRESS)  # tests
     return parser
+
+
+def _cmd_export(args) -> None:
+    from textvae.hub.export import export_run
+
+    files = export_run(args.run, args.out_dir, args.checkpoint)
+    sys.stdout.write(f"exported {args.run}/{args.checkpoint}.pt to {args.out_dir}: {', '.join(files)}\n")
 
 
 def _cmd_bench(args) -> None:
@@ -220,8 +231,9 @@ def _cmd_train(args) -> None:
 
 
 def _output_paths(args, split: str) -> tuple[Path, Path]:
-    base_dir = args.run if args.run.is_dir() else args.run.parent
-    json_path = args.json or base_dir / f"eval_{split}.json"
+    from textvae.hub.output_dir import writable_folder
+
+    json_path = args.json or writable_folder(args.run) / f"eval_{split}.json"
     plot_path = args.plot or json_path.with_suffix(".kl_per_dim.png")
     for path in (json_path, plot_path, args.dump_posterior):
         if path is not None and not path.parent.is_dir():
@@ -313,14 +325,13 @@ def _cmd_eval(args) -> None:
         _cmd_eval_image(args)
         return
 
-    from textvae.api import load_checkpoint
-    from textvae.checkpoint import atomic_write_text, resolve_checkpoint
+    from textvae.api import load_model
+    from textvae.checkpoint import atomic_write_text
     from textvae.data.corpus import encode_split
     from textvae.evaluation.evaluate import EvalSettings, evaluate
     from textvae.reproduction.tables import markdown_table
 
-    checkpoint_path = resolve_checkpoint(args.run, args.checkpoint)
-    loaded = load_checkpoint(checkpoint_path)
+    loaded, checkpoint_path = load_model(args.run, args.checkpoint)  # a run, a checkpoint or an exported directory
     defaults = loaded.recipe.eval
     split = args.split or defaults.split
     settings = EvalSettings(
@@ -605,6 +616,7 @@ COMMANDS = {
     "ablate": _cmd_ablate,
     "report": _cmd_report,
     "bench": _cmd_bench,
+    "export": _cmd_export,
 }
 
 

@@ -1,6 +1,27 @@
-"""Latent-space and likelihood metrics, defined exactly as the papers define them.
+"""Latent-space and likelihood metrics for any VAE, from tensors, defined exactly as the papers define them.
+
+This is textvae's public metrics API (``__all__``): it takes the posterior parameters (``means``,
+``logvars``, (N, D)) or importance log-weights ((K, N)) of *any* model with a diagonal Gaussian
+posterior and a N(0, I) prior, on whatever device they live, and imports nothing of textvae's
+models. ``textvae eval`` computes its numbers with these functions.
+
+- ``active_units`` (AU, with its threshold δ) and ``posterior_mean_variance``;
+- ``kl_per_dimension``: the data mean of KL(q(z_d|x) ‖ N(0, 1)), (D,);
+- ``mutual_info``: I(x; z) by both estimators, each with its Monte-Carlo standard error:
+  ``batch_size=None`` is Li et al. 2019's (the aggregate posterior over the whole set), an integer
+  He et al. 2019's (over consecutive minibatches of that size, averaged weighted by size);
+- ``iw_nll``: the K-sample importance-weighted NLL, its standard error over the examples and its
+  Monte-Carlo standard error; ``perplexity``.
+
+Which numbers depend on how the evaluation batches are formed: only He et al.'s minibatch MI
+(``mi_batch`` in ``textvae eval``), whose aggregate posterior is each batch's own. It grows with
+the batch size (it can never exceed log(batch size)) and changes with which examples share a batch
+(``textvae eval`` sorts the evaluated sentences by length and cuts them into ``eval.batch_size``
+batches). AU, KL per dimension, Li et al.'s MI (bounded by log N) and IW-NLL are the same
+however the examples are batched; IW-NLL and both MIs depend on the random draws (``generator``).
 
 Units are nats. References:
+
 - He et al. 2019, "Lagging Inference Networks and Posterior Collapse in VAEs"
   (github jxhe/vae-lagging-encoder): active units, minibatch mutual information, IW-NLL, PPL.
 - Li et al. 2019, "A Surprisingly Effective Fix for Deep Latent Variable Modeling of Text"
@@ -11,13 +32,53 @@ Units are nats. References:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from textvae.distributions import LOG_2PI
+from textvae.distributions import LOG_2PI, DiagGaussian
+
+__all__ = [
+    "AU_THRESHOLD",
+    "Estimate",
+    "IWEstimate",
+    "active_units",
+    "iw_log_likelihood",
+    "iw_monte_carlo_se",
+    "iw_nll",
+    "kl_per_dimension",
+    "mutual_info",
+    "mutual_info_draws",
+    "mutual_info_estimate",
+    "mutual_info_full",
+    "mutual_info_minibatch",
+    "mutual_info_se",
+    "perplexity",
+    "posterior_mean_variance",
+]
 
 AU_THRESHOLD = 0.01  # δ of Burda et al. 2015, as used by He et al. 2019
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number and its standard error: ``value ± se`` (nats)."""
+
+    value: float
+    se: float
+
+
+@dataclass(frozen=True)
+class IWEstimate:
+    """The importance-weighted NLL of a set: the mean over examples of −log p̂(x), its standard error
+    over the examples (``se``) and the mean Monte-Carlo standard error of one example's K-sample
+    estimate (``mc_se``), in nats; ``per_example`` is −log p̂(x) for each example, (N,)."""
+
+    value: float
+    se: float
+    mc_se: float
+    per_example: Tensor  # (N,)
 
 
 def posterior_mean_variance(means: Tensor) -> Tensor:
@@ -30,6 +91,45 @@ def posterior_mean_variance(means: Tensor) -> Tensor:
 def active_units(means: Tensor, threshold: float = AU_THRESHOLD) -> int:
     """Number of dimensions d with Var_x(E_q(z|x)[z_d]) ≥ threshold; ``means`` is (N, D)."""
     return int((posterior_mean_variance(means) >= threshold).sum())
+
+
+def kl_per_dimension(means: Tensor, logvars: Tensor) -> Tensor:
+    """KL(q(z_d|x) ‖ N(0, 1)) for each dimension d, averaged over the N posteriors given: (D,) float64.
+    The closed form, ½(μ² + σ² − log σ² − 1), is ``DiagGaussian.kl_per_dim``; its sum over d is the KL
+    term of the ELBO, and a collapsed dimension has KL ≈ 0."""
+    return DiagGaussian(means, logvars).kl_per_dim().double().mean(dim=0)  # (N, D) -> (D,)
+
+
+def mutual_info(
+    means: Tensor,
+    logvars: Tensor,
+    *,
+    batch_size: int | None = None,
+    samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> Estimate:
+    """I(x; z) = E_x[−H(q(z|x))] − E_z[log q(z)] of N posteriors (N, D), with its Monte-Carlo standard error.
+
+    ``batch_size`` None: Li et al. 2019, the aggregate posterior q(z) over all N (``mi_full``).
+    An integer: He et al. 2019, q(z) over each run of ``batch_size`` consecutive rows, the estimates
+    averaged weighted by batch size (``mi_batch``): it depends on the batch size and on which rows
+    share a batch, so pass the rows in the order your evaluation batches them. ``samples`` z draws
+    per posterior (1 is He et al.'s protocol); the draws come from ``generator``."""
+    num = means.shape[0]
+    if num == 0 or means.shape != logvars.shape or means.dim() != 2:
+        raise ValueError(
+            f"means and logvars must be (N, D) with N ≥ 1, got {tuple(means.shape)}, {tuple(logvars.shape)}"
+        )
+    terms: list[Tensor] = []
+    if batch_size is None:
+        value = mutual_info_estimate(means, logvars, generator, chunk=256, samples=samples, terms=terms)
+        return Estimate(float(value), float(mutual_info_se(terms[0])))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    total = torch.zeros((), dtype=torch.float64, device=means.device)
+    for mean, logvar in zip(means.split(batch_size), logvars.split(batch_size), strict=True):
+        total += mutual_info_estimate(mean, logvar, generator, samples=samples, terms=terms) * mean.shape[0]
+    return Estimate(float(total / num), float(mutual_info_se(torch.cat(terms, dim=1))))
 
 
 def mutual_info_draws(
@@ -124,6 +224,18 @@ def iw_monte_carlo_se(log_weights: Tensor) -> Tensor:
         return torch.full(log_weights.shape[1:], float("nan"), device=log_weights.device)
     scaled = torch.exp(log_weights - log_weights.max(dim=0).values)  # (K, B), in (0, 1]
     return scaled.std(dim=0, unbiased=True) / (math.sqrt(num_samples) * scaled.mean(dim=0))
+
+
+def iw_nll(log_weights: Tensor) -> IWEstimate:
+    """The K-sample importance-weighted NLL (Burda et al. 2015) of N examples from their log-weights
+    log w_k = log p(x, z_k) − log q(z_k|x), z_k ~ q(z|x): (K, N). −log (1/K Σ_k w_k) is an upper
+    bound on −log p(x) that tightens as K grows; K = 1 gives the one-sample negative ELBO."""
+    if log_weights.dim() != 2 or log_weights.shape[1] == 0:
+        raise ValueError(f"log_weights must be (K, N) with N ≥ 1, got {tuple(log_weights.shape)}")
+    per_example = -iw_log_likelihood(log_weights).double()  # (N,)
+    num = per_example.shape[0]
+    se = float(per_example.std(unbiased=True) / math.sqrt(num)) if num > 1 else float("nan")
+    return IWEstimate(float(per_example.mean()), se, float(iw_monte_carlo_se(log_weights).mean()), per_example)
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:

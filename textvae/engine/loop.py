@@ -9,6 +9,7 @@ and the validation; DDP, resume, non-finite steps, progress bars and logging liv
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict
@@ -94,7 +95,13 @@ class Engine:
         if self.cfg.tensorboard and self.dist.is_main:
             from textvae.engine.tensorboard import TensorBoardMirror
 
-            self.metrics_log.mirrors.append(TensorBoardMirror(self.run_dir / "tensorboard"))
+            mirror = TensorBoardMirror(
+                self.run_dir / "tensorboard",
+                recipe_text=json.dumps(self.recipe.to_dict(), indent=2),
+                skipped=self.progress.skipped_steps,
+                purge_step=self.progress.step + 1 if self.resumed else None,
+            )
+            self.metrics_log.mirrors.append(mirror)
         self.skip = SkipPolicy(self.cfg.max_nonfinite_in_a_row, self.run_dir, self.metrics_log)
 
     def restore(self, payload: dict) -> None:

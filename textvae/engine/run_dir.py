@@ -37,6 +37,11 @@ def has_checkpoint(run_dir: Path) -> bool:
 def prepare_run_dir(run_dir: Path, recipe, resume: bool, delete_leftovers: bool = True) -> None:
     """A fresh run needs an empty directory, or one left by the same recipe killed before its first
     checkpoint (its config.json equal to this recipe, vocab, metrics, temporary files): that is started over."""
+    if (run_dir / "model.safetensors").is_file() and not has_checkpoint(run_dir):  # textvae.hub.model_dir.WEIGHTS
+        raise TextVAEError(
+            f"{run_dir}: an exported model (weights only, no optimizer state or training position) is not "
+            "resumable and not a run directory; resume the run it was exported from, or train into another --out"
+        )
     if resume:
         if not has_checkpoint(run_dir):
             raise TextVAEError(f"{run_dir}: nothing to resume (no last.pt)")

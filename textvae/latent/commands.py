@@ -69,14 +69,16 @@ def add_commands(commands, add_decode_options, positive_int) -> None:
 
 
 def run_shift(args, model) -> Tensor | None:
-    """scale · v for ``--add-vector NAME``, from RUN/attribute_vectors.json; None without the option."""
-    from textvae.latent.attributes import shift
+    """scale · v for ``--add-vector NAME``, from the attribute_vectors.json next to the model (or in its
+    cache folder: ``textvae.hub.output_dir``); None without the option."""
+    from textvae.hub.output_dir import find_beside
+    from textvae.latent.attributes import FILE_NAME, shift
 
     if args.add_vector is None:
         return None
     if not model.has_latent:
         raise TextVAEError("--add-vector needs a model with a latent variable")
-    return shift(args.run, args.add_vector, args.scale, model.latent_dim)
+    return shift(find_beside(args.run, FILE_NAME).parent, args.add_vector, args.scale, model.latent_dim)
 
 
 def score_texts(model, texts: list[str], z: Tensor) -> list[float]:
@@ -106,6 +108,7 @@ def cmd_attribute(args, settings: dict) -> None:
     import torch
 
     import textvae
+    from textvae.hub.output_dir import writable_folder
     from textvae.latent.attributes import read_labelled, save_vectors, vectors_from_codes
     from textvae.latent.codes import posterior_means
     from textvae.latent.plots import plot_attribute_codes
@@ -127,9 +130,10 @@ def cmd_attribute(args, settings: dict) -> None:
     extra = {"file": str(args.file), "sentences": len(pairs), "date": datetime.now(UTC).isoformat(timespec="seconds")}
     if evaluation is not None:
         extra["transfer"] = _transfer(args, model, vectors, pairs, evaluation, settings)
-    path = save_vectors(args.run, vectors, extra)
+    beside = writable_folder(args.run)  # the model's folder, or its cache folder when read-only
+    path = save_vectors(beside, vectors, extra)
     sys.stdout.write(f"vectors: {path}\n")
-    plot = args.plot or Path(args.run) / "attribute_codes.png"
+    plot = args.plot or beside / "attribute_codes.png"
     shown = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed))[:5000]  # ≤ 5,000 dots
     plot_attribute_codes(codes[shown], [pairs[i][0] for i in shown.tolist()], vectors, plot)
     sys.stdout.write(f"figure: {plot}\n")
@@ -149,12 +153,13 @@ def _transfer(args, model, vectors, pairs, evaluation, settings: dict) -> dict:
 
 def cmd_neighbours(args) -> None:
     import textvae
-    from textvae.checkpoint import resolve_checkpoint
+    from textvae.hub.model_dir import weights_path
+    from textvae.hub.output_dir import writable_folder
     from textvae.latent.neighbours import corpus_codes, nearest
 
     model = textvae.load(args.run, args.checkpoint, device=args.device)
-    checkpoint = resolve_checkpoint(args.run, args.checkpoint)
-    cache = (Path(args.run) if Path(args.run).is_dir() else checkpoint.parent) / "neighbours"
+    checkpoint = weights_path(args.run, args.checkpoint)  # the cache key: the weights' bytes
+    cache = writable_folder(args.run) / "neighbours"
     corpus, codes = corpus_codes(model, args.corpus, checkpoint, cache, args.batch_size)
     queries = model.encode(args.sentences).mean.cpu()  # (Q, D)
     for sentence, query in zip(args.sentences, queries, strict=True):
