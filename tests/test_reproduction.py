@@ -56,7 +56,9 @@ def test_the_collapse_finding_uses_the_language_model_row():
     assert verdict(spec, {"kl": 0.0, "au": 0, "iw_nll": 101.1}, lm_nll=100.0).status == "not reproduced"
     assert verdict(spec, {"kl": 0.0, "au": 1, "iw_nll": 100.0}, lm_nll=100.0).status == "not reproduced"
     without_lm = verdict(spec, {"kl": 0.0, "au": 0, "iw_nll": 100.0})
-    assert without_lm.status == "reproduced" and "not checkable" in without_lm.reason
+    assert without_lm.status == "not comparable"  # a needed number missing: never a silent pass
+    assert without_lm.reason.startswith("not recorded: iw_nll <= lm_nll + 1 (no language-model row")
+    assert "holds: kl < 0.1" in without_lm.reason
 
 
 @pytest.mark.parametrize(
@@ -98,7 +100,7 @@ def _cited_references():
             for variant in load_ablation(path)[0]:
                 if variant.paper:
                     yield f"{path.name}: {variant.name}", variant.paper
-        elif raw.get("reference", {}).get("expected") or raw.get("reference", {}).get("expect"):
+        elif any(raw.get("reference", {}).get(k) for k in ("expected", "expect", "expect_at_convergence")):
             yield path.name, reference_spec(load_any_recipe(path).reference, {})
 
 
@@ -173,7 +175,9 @@ def test_report_reproduction_rewrites_the_readme_block_and_rejects_a_bad_directo
     readme.write_text(f"# before\n{STATUS_BEGIN}\nold\n{STATUS_END}\nafter\n")
     assert main(["report", "--reproduction", "recipes", str(run), "--update", str(readme)]) == 0
     text = readme.read_text()
-    assert text.startswith("# before\n") and text.endswith("after\n") and "old" not in text and "| +BN-VAE |" in text
+    assert (
+        text.startswith("# before\n") and text.endswith("after\n") and "\nold\n" not in text and "| +BN-VAE |" in text
+    )
     assert main(["report", "--reproduction", "recipes", str(tmp_path)]) == 2  # no results.json there
     (tmp_path / "plain.md").write_text("no markers\n")
     assert main(["report", "--reproduction", "recipes", "--update", str(tmp_path / "plain.md")]) == 2

@@ -600,7 +600,10 @@ def _cmd_report(args) -> None:
 
         if not (args.results[0] / "results.json").is_file():
             raise TextVAEError(f"{args.results[0]}: not an ablation directory (no results.json)")
+        from textvae.reproduction.status import ablation_source, with_current_citations
+
         rows = _read_json(args.results[0] / "results.json")
+        rows = with_current_citations(rows, ablation_source(args.results[0]))  # today's citations and rules
         write_results(args.results[0], rows)
         sys.stdout.write(results_markdown(summarize(rows)) + "\n")
         return

@@ -177,7 +177,8 @@ class ReferenceConfig:
     tag: str = ""  # how the published value was verified: V-text, V-code, V-2nd, V-calc
     expected: dict[str, float] = field(default_factory=dict)
     tolerance: dict[str, float] = field(default_factory=dict)  # reproduced: |measured − expected| ≤ tolerance
-    expect: tuple[str, ...] = ()  # the published finding as checks, e.g. "kl < 0.1"
+    expect: tuple[str, ...] = ()  # the published finding as checks that hold at any budget, e.g. "kl < 0.1"
+    expect_at_convergence: tuple[str, ...] = ()  # checks that hold only once a run reached its stopping rule
     finding: str = ""  # that finding in words
     dataset: str = ""  # the paper's data; published values compare only to rows trained on it
     epochs: int | None = None  # the paper's training budget; rows with less are not comparable

@@ -7,15 +7,22 @@ number is a sanity check, never a target) and states either
 
 - published values with a tolerance: ``expected = {kl = 0.0}``, ``tolerance = {kl = 0.1}``; the value
   is reproduced when |measured − published| ≤ tolerance; or
-- the published finding as checks, when no numeric table transfers to the setting:
-  ``expect = ["kl < 0.1", "au == 0", "iw_nll <= lm_nll + 1"]``.
+- the published finding as checks, when no numeric table transfers to the setting, each saying
+  when it applies: ``expect = ["kl < 0.1", "au == 0"]`` holds at any budget,
+  ``expect_at_convergence = ["iw_nll <= lm_nll + 1"]`` only once the row reached its stopping rule.
 
 Published values are compared only when the row trained on the paper's data (``dataset``) for at
-least the paper's budget (``epochs``, no step or time cap); a finding's checks apply at any budget
-and the reason says at which one. A check compares the row's metrics (``kl``, ``au``, ``iw_nll``,
-``mi_batch``, ...), ``lm_nll`` (the NLL of the language-model row of the same table) and the recipe's
-settings (``latent_dim``; ``gamma`` of ``bn_vae``; ``threshold`` of ``free_bits``), e.g. Zhu et al.
-2020's bound ``"kl >= latent_dim * gamma**2 / 2"``. Verdicts: ``VERDICTS``.
+least the paper's budget (``epochs``, no step or time cap). A row's stopping rule is the budget its
+recipe declares (the quickstart's ``max_steps``, a CPU-budget recipe's ``epochs``, early stopping);
+a cap added at run time (``train.max_minutes`` that stopped it, a ``--set`` of ``max_steps`` or
+``epochs``) is not: its convergence checks are **not comparable**, its any-budget checks are
+judged (``stopping_rule_problems``). A check compares the row's metrics (``kl``, ``au``,
+``iw_nll``, ``mi_batch``, ``kl_batch_stats``, ...), ``lm_nll`` (the NLL of the language-model row
+of the same table) and the recipe's settings (``latent_dim``; ``gamma`` of ``bn_vae``;
+``threshold`` of ``free_bits``), e.g. Zhu et al. 2020's bound
+``"kl_batch_stats >= latent_dim * gamma**2 / 2"``. A check whose number the row did not record is
+**not comparable: not recorded**. Verdicts: ``VERDICTS``; with several seeds each seed is judged
+and ``inconclusive`` says how many hold (``seeds_verdict``).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from textvae.errors import TextVAEError
 from textvae.evaluation.metric_table import CHECKABLE, title
 
 TAGS = ("V-text", "V-code", "V-2nd", "V-calc")  # the targets of papers.md's legend; UNVERIFIED never is
-VERDICTS = ("reproduced", "not reproduced", "not comparable", "not run")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not comparable", "not run")
 METRICS = CHECKABLE  # the metrics a check may name (textvae.evaluation.metric_table)
 SETTINGS = ("lm_nll", "latent_dim", "gamma", "threshold")  # names a check may use besides METRICS
 
@@ -44,9 +51,15 @@ _ARITHMETIC[ast.Pow] = operator.pow
 class Verdict:
     status: str  # one of VERDICTS
     reason: str
+    detail: str = ""  # with several seeds: how many hold ("2 of 3 seeds hold")
 
     def to_dict(self) -> dict[str, str]:
-        return {"status": self.status, "reason": self.reason}
+        return {"status": self.status, "reason": self.reason, **({"detail": self.detail} if self.detail else {})}
+
+    @property
+    def cell(self) -> str:
+        """The table cell: the status, with how many seeds hold when there are several."""
+        return f"{self.status} ({self.detail})" if self.detail else self.status
 
 
 def parse_check(text: str, where: str) -> ast.Compare:
@@ -94,7 +107,7 @@ def run_check(text: str, names: Mapping[str, float]) -> bool | None:
 def check_reference(ref: Any) -> None:
     """Validate a ``ReferenceConfig``: a cited row has its tag, every value its tolerance, checks
     parse. Errors start with the field's name (the recipe loader puts the file and table before it)."""
-    if not (ref.expected or ref.expect):
+    if not (ref.expected or ref.expect or ref.expect_at_convergence):
         return
     if not (ref.paper and ref.table and ref.row):
         raise TextVAEError("paper: a published value or finding needs its paper, table and row")
@@ -111,13 +124,18 @@ def check_reference(ref: Any) -> None:
         raise TextVAEError("tolerance: tolerances must be ≥ 0")
     for text in ref.expect:
         parse_check(text, "expect")
+    for text in ref.expect_at_convergence:
+        parse_check(text, "expect_at_convergence")
 
 
-def reference_spec(ref: Any, recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """What a results row carries about its published row: the reference's fields and the setting
-    the row trained in (``recipe`` is ``Recipe.to_dict()``); ``{}`` when it cites no published row."""
-    if not (ref.expected or ref.expect):
+def reference_spec(ref: Any, recipe: Mapping[str, Any], declared: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a results row carries about its published row: the reference's fields, the setting
+    the row trained in (``recipe`` is ``Recipe.to_dict()``) and the budget its recipe declares
+    (``declared``: the recipe before run-time ``--set`` overrides; ``recipe`` when not given);
+    ``{}`` when it cites no published row."""
+    if not (ref.expected or ref.expect or ref.expect_at_convergence):
         return {}
+    declared_train = (declared if declared is not None else recipe).get("train", {})
     data, train, model = recipe.get("data", {}), recipe.get("train", {}), recipe.get("model", {})
     setting = {
         "dataset": data.get("dataset"),
@@ -131,8 +149,10 @@ def reference_spec(ref: Any, recipe: Mapping[str, Any]) -> dict[str, Any]:
             setting["gamma"] = remedy.get("gamma", 0.5)  # BNVAE's default
         if remedy.get("type") == "free_bits":
             setting["threshold"] = remedy.get("threshold")
-    fields = ("paper", "table", "row", "tag", "expected", "tolerance", "expect", "finding", "dataset", "epochs")
-    return {**{k: _plain(getattr(ref, k)) for k in fields}, "setting": setting}
+    fields = ("paper", "table", "row", "tag", "expected", "tolerance", "expect", "expect_at_convergence", "finding")
+    fields += ("dataset", "epochs")
+    spec = {k: _plain(getattr(ref, k)) for k in fields}
+    return {**spec, "setting": setting, "declared": declared_budget(declared_train)}
 
 
 def _plain(value: Any) -> Any:
@@ -150,9 +170,7 @@ def comparability(spec: Mapping[str, Any], budget: Mapping[str, Any] | None = No
         reasons.append(f"capped at {setting['max_steps']} steps{up_to}")
     elif paper_epochs and setting.get("epochs") is not None and setting["epochs"] < paper_epochs:
         reasons.append(f"{setting['epochs']} epochs{up_to}")
-    if budget and budget.get("stopped_on_time"):
-        reasons.append("training stopped at its wall-clock cap (train.max_minutes)")
-    return reasons
+    return reasons  # a run-time cap: stopping_rule_problems
 
 
 def number_text(value: float) -> str:
@@ -164,40 +182,71 @@ def number_text(value: float) -> str:
 def verdict(
     spec: Mapping[str, Any], measured: Mapping[str, float] | None, lm_nll: float | None = None, budget=None
 ) -> Verdict | None:
-    """The verdict for one row: ``measured`` holds its metrics (means over seeds), ``lm_nll`` the
-    NLL of the table's language-model row; None when the row cites no published row."""
+    """The verdict for one row (or one seed): ``measured`` holds its metrics, ``lm_nll`` the NLL of
+    the table's language-model row, ``budget`` its ``train_steps`` / ``train_epochs`` /
+    ``stopped_on_time``; None when the row cites no published row.
+
+    Any-budget checks (``expect``) are always judged; convergence checks (``expect_at_convergence``)
+    only when the row reached its own stopping rule (``stopping_rule_problems``).
+    A failed check makes it **not reproduced**; every check judged and holding, **reproduced**; a
+    check not judged (not recorded, or not at convergence) with none failing, **not comparable**."""
     if not spec:
         return None
     if measured is None:
         return Verdict("not run", "no results file for this row yet")
     problems = comparability(spec, budget)
-    passed, failed, notes = [], [], []
+    early = stopping_rule_problems(spec, budget)  # published values need the paper's budget, hence no cap either
+    value_problems = problems + early
+    passed, failed, notes, unrecorded, deferred = [], [], [], [], []
     if spec.get("expected"):
-        if problems:
-            notes.append("published values not comparable: " + "; ".join(problems))
+        if value_problems:
+            notes.append("published values not comparable: " + "; ".join(value_problems))
         for key, published in spec["expected"].items():
-            if problems:
+            if value_problems:
                 break
             if measured.get(key) is None:
-                notes.append(f"no measured {key}")
+                unrecorded.append(key)
                 continue
             tolerance = spec["tolerance"][key]
             line = f"{key} {number_text(measured[key])} vs {number_text(published)} ± {number_text(tolerance)}"
             (passed if abs(measured[key] - published) <= tolerance else failed).append(line)
     names = {**spec.get("setting", {}), **measured, "lm_nll": lm_nll}
-    for text in spec.get("expect", []):
-        outcome = run_check(text, names)
-        if outcome is None:
-            notes.append(f"{text}: not checkable here")
+    checks = [(text, False) for text in spec.get("expect", [])]
+    checks += [(text, True) for text in spec.get("expect_at_convergence", [])]
+    for text, at_convergence in checks:
+        if at_convergence and early:
+            deferred.append(text)
             continue
-        (passed if outcome else failed).append(f"{text} ({_described(text, names)})")
-    if spec.get("expect") and (passed or failed) and (problems or budget_text(budget)):
-        notes.append(f"finding checked {budget_text(budget) or 'at this budget'}" + "".join(f"; {p}" for p in problems))
+        missing = [name for name in _names(text) if names.get(name) is None]
+        if missing:
+            unrecorded.append(f"{text} ({', '.join(_missing_text(name) for name in missing)})")
+            continue
+        (passed if run_check(text, names) else failed).append(f"{text} ({_described(text, names)})")
+    if checks and (passed or failed) and (problems or early or budget_text(budget)):
+        context = problems + ([] if deferred else early)  # with deferred checks, ``early`` is said below
+        notes.append(f"finding checked {budget_text(budget) or 'at this budget'}" + "".join(f"; {p}" for p in context))
+    if deferred:
+        notes.append(
+            f"not comparable at this budget (checks at convergence): {', '.join(deferred)}; " + "; ".join(early)
+        )
+    if unrecorded:
+        notes.insert(0, "not recorded: " + ", ".join(unrecorded))
     if failed:
         return Verdict("not reproduced", "; ".join(["fails: " + ", ".join(failed), *notes]))
+    if unrecorded or deferred:
+        held = [f"holds: {', '.join(passed)}"] if passed else []
+        return Verdict("not comparable", "; ".join([*notes, *held]))
     if passed:
         return Verdict("reproduced", "; ".join([", ".join(passed), *notes]))
     return Verdict("not comparable", "; ".join(notes) or "nothing to compare")
+
+
+def _names(text: str) -> list[str]:
+    return list(dict.fromkeys(n.id for n in ast.walk(parse_check(text, "check")) if isinstance(n, ast.Name)))
+
+
+def _missing_text(name: str) -> str:
+    return "no language-model row in this table" if name == "lm_nll" else f"no {name}"
 
 
 def budget_text(budget: Mapping[str, Any] | None) -> str:
@@ -212,8 +261,7 @@ def budget_text(budget: Mapping[str, Any] | None) -> str:
 
 def _described(text: str, names: Mapping[str, Any]) -> str:
     """The measured values behind a check, e.g. ``kl = 0.012, au = 0``."""
-    used = dict.fromkeys(n.id for n in ast.walk(parse_check(text, "check")) if isinstance(n, ast.Name))
-    return ", ".join(f"{name} = {number_text(float(names[name]))}" for name in used)
+    return ", ".join(f"{name} = {number_text(float(names[name]))}" for name in _names(text))
 
 
 def published_text(spec: Mapping[str, Any]) -> str:
@@ -221,7 +269,7 @@ def published_text(spec: Mapping[str, Any]) -> str:
     if not spec:
         return "—"
     values = ", ".join(f"{title(k)} {v:g}" for k, v in spec.get("expected", {}).items())
-    finding = spec.get("finding") or "; ".join(spec.get("expect", []))
+    finding = spec.get("finding") or "; ".join(all_checks(spec))
     body = "; ".join(part for part in (values, finding) if part)
     return f"{spec['paper']}, {spec['table']}, {spec['row']}: {body} [{spec['tag']}]"
 
@@ -231,7 +279,12 @@ def published_short(spec: Mapping[str, Any]) -> str:
     if not spec:
         return "—"
     values = ", ".join(f"{title(k)} {v:g}" for k, v in spec.get("expected", {}).items())
-    return f"{values or spec.get('finding') or '; '.join(spec.get('expect', []))} [{spec['tag']}]"
+    return f"{values or spec.get('finding') or '; '.join(all_checks(spec))} [{spec['tag']}]"
+
+
+def all_checks(spec: Mapping[str, Any]) -> list[str]:
+    """A finding's checks: the any-budget ones, then those that hold at convergence."""
+    return [*spec.get("expect", []), *spec.get("expect_at_convergence", [])]
 
 
 def language_model_nll(lines: Sequence[Mapping[str, Any]]) -> float | None:
@@ -243,12 +296,21 @@ def language_model_nll(lines: Sequence[Mapping[str, Any]]) -> float | None:
     return None
 
 
-def summary_verdicts(lines: Sequence[dict[str, Any]]) -> None:
-    """Add ``verdict`` (``Verdict.to_dict()``) to every summary line that cites a published row."""
+def summary_verdicts(lines: Sequence[dict[str, Any]], rows: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Add ``verdict`` (``Verdict.to_dict()``) to every summary line that cites a published row.
+    With ``rows`` (the per-seed rows) a line over several seeds is judged seed by seed
+    (``seeds_verdict``), the verdict on the seeds' mean beside."""
     lm_nll = language_model_nll(lines)
+    lm_by_seed: dict[int | None, float | None] = {None: lm_nll}  # the first language-model row of each seed
+    for row in rows:
+        if row.get("nll") is not None and row.get("kl") is None:
+            lm_by_seed.setdefault(row["seed"], float(row["nll"]))
     for line in lines:
         measured = {k: v[0] for k, v in line.items() if k in METRICS and isinstance(v, tuple | list)}
         result = verdict(line.get("paper", {}), measured if line.get("seeds") else None, lm_nll, line)
+        seeds = [r for r in rows if r["variant"] == line["variant"] and "error" not in r]
+        if result is not None and len(seeds) > 1:
+            result = seeds_verdict(line["paper"], seeds, result, lm_by_seed)
         if result is not None:
             line["verdict"] = result.to_dict()
 
@@ -263,3 +325,67 @@ def mi_is_noise(mi: float, se: float | None, kl: float | None) -> bool:
     if math.isnan(mi):
         return False
     return (se is not None and not math.isnan(se) and abs(mi) <= 2 * se) or (kl is not None and mi > kl)
+
+
+# ---- when a check applies, and how seeds vote ----
+
+
+def declared_budget(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The budget a recipe declares (its ``train`` table before run-time overrides)."""
+    return {"epochs": train.get("epochs"), "max_steps": train.get("max_steps")}
+
+
+def _first(value: Any) -> Any:
+    """A row's number, or a summary line's (mean, std) mean."""
+    return value[0] if isinstance(value, tuple | list) else value
+
+
+def stopping_rule_problems(spec: Mapping[str, Any], budget: Mapping[str, Any] | None) -> list[str]:
+    """Why the row did not reach its own stopping rule; [] when it did (or nothing says otherwise).
+
+    ``spec["setting"]`` is the budget the row ran with, ``spec["declared"]`` the one its recipe
+    declares (absent in results written before 2026-12-07: then only a wall-clock stop is known)."""
+    setting, declared, budget = spec.get("setting", {}), spec.get("declared"), budget or {}
+    problems = []
+    if budget.get("stopped_on_time"):
+        cap = setting.get("max_minutes")
+        problems.append(
+            f"stopped by a wall-clock cap (train.max_minutes{f' = {cap:g}' if cap else ''}), not its own stopping rule"
+        )
+    if declared is None:
+        return problems
+    steps, cap = _first(budget.get("train_steps")), setting.get("max_steps")
+    if cap is not None and cap != declared.get("max_steps") and (steps is None or steps >= cap):
+        recipe = declared.get("max_steps")
+        problems.append(f"stopped at max_steps = {cap} set at run time (the recipe's: {recipe if recipe else 'none'})")
+    epochs, recipe_epochs = setting.get("epochs"), declared.get("epochs")
+    if epochs is not None and recipe_epochs is not None and epochs < recipe_epochs:
+        problems.append(f"{epochs} epochs set at run time (the recipe's: {recipe_epochs})")
+    return problems
+
+
+def seeds_verdict(spec: Mapping[str, Any], seeds: Sequence[Mapping[str, Any]], mean: Any, lm_nll_by_seed=None):
+    """The verdict over several seeds: each seed's row (``seeds``) judged on its own numbers (with
+    the language-model row of the same seed, else ``lm_nll_by_seed[None]``), combined; ``mean`` is
+    the verdict on the seeds' mean (``textvae.reproduction.Verdict``), shown beside."""
+    lm_nll_by_seed = lm_nll_by_seed or {}
+    judged = []
+    for row in seeds:
+        measured = {k: float(row[k]) for k in METRICS if row.get(k) is not None}
+        lm_nll = lm_nll_by_seed.get(row["seed"], lm_nll_by_seed.get(None))
+        judged.append((row["seed"], verdict(spec, measured, lm_nll, row)))
+    n = len(judged)
+    holds = sum(v.status == "reproduced" for _, v in judged)
+    fails = sum(v.status == "not reproduced" for _, v in judged)
+    if holds == n:
+        status = "reproduced"
+    elif fails == n:
+        status = "not reproduced"
+    elif holds + fails == 0:
+        status = "not comparable"
+    else:
+        status = "inconclusive"
+    per_seed = "; ".join(f"seed {seed}: {v.status} ({v.reason})" for seed, v in judged)
+    detail = f"{holds} of {n} seeds hold"
+    reason = f"{per_seed}; the seeds' mean: {mean.status} ({mean.reason})"  # ``detail`` is said beside
+    return Verdict(status, reason, detail)

@@ -58,10 +58,11 @@ class EvalSettings:
     iw_chunk_size: int = 100  # samples drawn per call (the random stream); on a CPU also per decoder pass
     batch_size: int = 32  # sentences per encoder pass (and per minibatch of He et al.'s MI)
     max_sentences: int | None = None
-    seed: int = 0
+    seed: int = 0  # the random draws (z, MI); also the subset's unless ``subset_seed`` is given
     progress_bar: bool = True
     matmul_precision: str = "fp32"  # fp32 | tf32 | bf16 (``eval_device.matmul_precision``)
     mi_samples: int = 1  # z draws per sentence for both MI estimators; 1 = He et al. 2019's protocol
+    subset_seed: int | None = None  # the seed of the ``max_sentences`` subset; None: ``seed``
 
     def __post_init__(self):
         for name in ("iw_samples", "iw_chunk_size", "batch_size", "mi_samples"):
@@ -87,7 +88,8 @@ def evaluate(model, split: EncodedSplit, pad_id: int, settings: EvalSettings = E
     sums stay tensors there and are read once at the end."""
     model.eval()
     device = module_device(model)
-    chosen = select_sentences(split, settings.max_sentences, settings.seed)
+    subset_seed = settings.seed if settings.subset_seed is None else settings.subset_seed
+    chosen = select_sentences(split, settings.max_sentences, subset_seed)
     lengths = split.lengths[chosen]
     batches = [chosen[b] for b in bucketed_batches(lengths, settings.batch_size, shuffle=False)]
     started = time.perf_counter()
@@ -104,6 +106,7 @@ def evaluate(model, split: EncodedSplit, pad_id: int, settings: EvalSettings = E
         result.metrics["matmul_precision_check"] = precision_check(model, split, batches[0], pad_id, settings)
     _add_per_word_perplexity(result.metrics, int(split.words_per_sentence[chosen].sum()) + len(chosen))
     result.metrics["eval_seconds"] = time.perf_counter() - started
+    result.metrics["subset_seed"] = subset_seed
     result.metrics["split"] = split.name
     result.metrics["device"] = str(device)
     result.metrics["matmul_precision"] = settings.matmul_precision
@@ -152,7 +155,7 @@ def _evaluate_lm(model, split, batches, pad_id, device, bar) -> EvalResult:
 class _VaeSums:
     """Running sums of a VAE evaluation, as float64 / int64 tensors on the device (read once, at the end)."""
 
-    NAMES = ("rec", "kl", "iw_nll", "iw_nll_sq", "mc_se", "mi_batch")
+    NAMES = ("rec", "kl", "iw_nll", "iw_nll_sq", "mc_se", "mc_var", "mi_batch")
 
     def __init__(self, latent_dim: int, device: torch.device):
         self.sums = {name: torch.zeros((), dtype=torch.float64, device=device) for name in self.NAMES}
@@ -167,7 +170,9 @@ class _VaeSums:
         self.sums["iw_nll"] += iw_nll.sum().double()
         self.sums["iw_nll_sq"] += (iw_nll.double() ** 2).sum()
         if log_weights.shape[0] > 1:
-            self.sums["mc_se"] += metrics.iw_monte_carlo_se(log_weights).sum().double()
+            se = metrics.iw_monte_carlo_se(log_weights).double()  # (B,)
+            self.sums["mc_se"] += se.sum()
+            self.sums["mc_var"] += (se**2).sum()  # the draws of different sentences are independent
 
     def read(self) -> tuple[dict[str, float], np.ndarray, int]:
         return {k: float(v) for k, v in self.sums.items()}, self.kl_per_dim.cpu().numpy(), int(self.tokens)
@@ -240,6 +245,8 @@ def _vae_result(sums: _VaeSums, means, logvars, generator, settings: EvalSetting
         "iw_nll": iw_mean,
         "iw_nll_se": math.sqrt(iw_var / n) if n > 1 else float("nan"),
         "iw_nll_mc_se": totals["mc_se"] / n if settings.iw_samples > 1 else float("nan"),
+        # the Monte-Carlo s.e. of iw_nll itself (the mean over these sentences): sqrt(Σ se_i²) / N
+        "iw_nll_mean_mc_se": math.sqrt(totals["mc_var"]) / n if settings.iw_samples > 1 else float("nan"),
         "iw_samples": settings.iw_samples,
         "ppl_elbo": metrics.perplexity(totals["rec"] + totals["kl"], total_tokens),
         "ppl_iw": metrics.perplexity(totals["iw_nll"], total_tokens),

@@ -21,6 +21,7 @@ run (``--jobs`` workers pinned to GPUs, or cluster jobs through submitit) is ``t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import re
@@ -94,6 +95,7 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[list[Var
         raw = read_recipe_tables(path.parent / recipe_file)
         delta = {k: copy.deepcopy(v) for k, v in raw_variant.items() if k not in _VARIANT_KEYS}
         deep_merge(raw, delta)
+        declared = copy.deepcopy(raw["train"]) if isinstance(raw.get("train"), dict) else {}  # before --set
         for assignment in overrides:
             apply_override(raw, assignment)
         recipe = any_recipe_from_dict(raw, source=f"{where} ({name})")
@@ -101,11 +103,14 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[list[Var
         if slug in slugs:
             raise TextVAEError(f"{where}: variant name {name!r} is used twice")
         slugs.add(slug)
-        variants.append(Variant(name, slug, recipe, _variant_reference(raw_variant, recipe, f"{where} ({name})")))
+        paper = _variant_reference(raw_variant, recipe, f"{where} ({name})", declared)
+        variants.append(Variant(name, slug, recipe, paper))
     return variants, seeds
 
 
-def _variant_reference(raw_variant: dict, recipe: Recipe | ImageRecipe, where: str) -> dict[str, Any]:
+def _variant_reference(
+    raw_variant: dict, recipe: Recipe | ImageRecipe, where: str, declared_train: dict
+) -> dict[str, Any]:
     """The published row a variant reproduces (``textvae.verdicts.reference_spec``): its own
     ``paper`` table (the fields of ``[reference]``), else its recipe's ``[reference]`` when the
     variant changes nothing that trains (so "+annealing" over a VAE recipe does not cite the VAE's row)."""
@@ -115,13 +120,14 @@ def _variant_reference(raw_variant: dict, recipe: Recipe | ImageRecipe, where: s
         reference = recipe.reference
     else:
         return {}
-    return reference_spec(reference, recipe.to_dict())
+    defaults = {f.name: f.default for f in dataclasses.fields(type(recipe.train))}  # what the recipe left out
+    declared = {"train": {k: declared_train.get(k, defaults.get(k)) for k in ("epochs", "max_steps")}}
+    return reference_spec(reference, recipe.to_dict(), declared)
 
 
 def _with_seed(recipe: Recipe | ImageRecipe, seed: int) -> Recipe | ImageRecipe:
     raw = recipe.to_dict()
-    raw["train"]["seed"] = seed
-    raw["eval"]["seed"] = seed
+    raw["train"]["seed"] = seed  # eval.seed stays: every seed is evaluated on the same sentences
     return any_recipe_from_dict(raw, source=recipe.source)
 
 
@@ -183,11 +189,12 @@ def _train_and_evaluate(variant: Variant, seed: int, run_dir: Path) -> dict[str,
     started = time.perf_counter()
     summary = train(recipe, run_dir, resume=has_checkpoint(run_dir))
     train_seconds = time.perf_counter() - started
-    return _evaluate_text_row(variant, recipe, seed, run_dir, summary.progress.step, train_seconds)
+    return _evaluate_text_row(variant, recipe, seed, run_dir, summary.progress, train_seconds)
 
 
-def _evaluate_text_row(variant: Variant, recipe: Recipe, seed: int, run_dir: Path, steps: int, train_seconds: float):
-    """A trained text row's result: its ``best.pt`` evaluated with the recipe's ``[eval]`` settings."""
+def _evaluate_text_row(variant: Variant, recipe: Recipe, seed: int, run_dir: Path, progress, train_seconds: float):
+    """A trained text row's result: its ``best.pt`` evaluated with the recipe's ``[eval]`` settings;
+    ``progress``: where its training ended (``textvae.engine.state.Progress``)."""
     from textvae.api import load_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.evaluation.device import resolve_device
@@ -196,11 +203,23 @@ def _evaluate_text_row(variant: Variant, recipe: Recipe, seed: int, run_dir: Pat
     loaded = load_checkpoint(run_dir / "best.pt")
     cfg = recipe.eval
     split = encode_split(recipe.data, cfg.split, loaded.vocab)
+    # the training seed draws the estimators' samples; the sentences are eval.seed's, the same for every seed
     settings = EvalSettings(
-        cfg.iw_samples, cfg.iw_chunk_size, cfg.batch_size, cfg.max_sentences, seed, False, mi_samples=cfg.mi_samples
+        cfg.iw_samples,
+        cfg.iw_chunk_size,
+        cfg.batch_size,
+        cfg.max_sentences,
+        seed,
+        False,
+        mi_samples=cfg.mi_samples,
+        subset_seed=cfg.seed,
     )
     device = resolve_device(cfg.device)  # eval.device: the GPU when there is one (auto), like training
-    result = evaluate(loaded.model.to(device), split, loaded.vocab.pad_id, settings).metrics
+    model = loaded.model.to(device)
+    result = evaluate(model, split, loaded.vocab.pad_id, settings).metrics
+    # the last epoch that trained: one that finished has moved ``epoch`` on
+    last_epoch = max(0, progress.epoch - 1) if progress.batch_in_epoch == 0 else progress.epoch
+    bound = _bn_bound_measurements(model, recipe, loaded.vocab, split, last_epoch, cfg)
     return {
         "variant": variant.name,
         "seed": seed,
@@ -210,10 +229,12 @@ def _evaluate_text_row(variant: Variant, recipe: Recipe, seed: int, run_dir: Pat
             if k in result
         },
         "split": cfg.split,
-        "train_steps": steps,
+        "train_steps": progress.step,
         "train_seconds": train_seconds,
         "eval_seconds": result["eval_seconds"],
         "eval_device": result["device"],
+        "eval_subset_seed": result["subset_seed"],
+        **bound,
         "paper": variant.paper,
     }
 
@@ -264,6 +285,31 @@ def fusion_plan(path, out_dir, seeds=None, overrides=(), only=None) -> str:
         if not (Path(out_dir) / variant.slug / f"seed{seed}" / "result.json").is_file()
     ]
     return plan_text(plan_fusion(todo, _with_seed), _with_seed)
+
+
+def _bn_bound_measurements(model, recipe: Recipe, vocab, test_split, epoch: int, cfg) -> dict[str, Any]:
+    """For a BN-VAE row: the KL under batch statistics over the training batches (the quantity of
+    Zhu et al. 2020's bound) and the test sentences' variance ratio (``textvae.evaluation.bn_batch_kl``)."""
+    from textvae.data.corpus import encode_split
+    from textvae.evaluation.bn_batch_kl import batch_statistics_kl, bn_norms, eval_variance_ratio
+    from textvae.evaluation.validation import select_sentences
+
+    if not bn_norms(model):
+        return {}
+    train_cfg = recipe.train
+    train_split = encode_split(recipe.data, "train", vocab)
+    measured = batch_statistics_kl(
+        model,
+        train_split,
+        vocab.pad_id,
+        train_cfg.batch_size,
+        seed=train_cfg.seed,
+        epoch=epoch,
+        pool_batches=train_cfg.bucket_pool_batches,
+    )
+    chosen = select_sentences(test_split, cfg.max_sentences, cfg.seed)
+    measured["bn_eval_variance_ratio"] = eval_variance_ratio(model, test_split, chosen, vocab.pad_id, cfg.batch_size)
+    return measured
 
 
 def _run_and_save(variant: Variant, seed: int, run_dir: Path) -> dict[str, Any]:

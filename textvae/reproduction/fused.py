@@ -141,7 +141,7 @@ def run_group(
 ) -> list[dict[str, Any]]:
     """Train ``items`` as one fused group, then evaluate each row; returns their rows.
 
-    ``evaluate_row(variant, recipe, seed, run_dir, steps, train_seconds)`` makes a row's result,
+    ``evaluate_row(variant, recipe, seed, run_dir, progress, train_seconds)`` makes a row's result,
     ``finish_row(variant, run_dir, row)`` adds its budget and writes ``result.json``, ``run_alone(item)``
     trains a row by itself: the fallback when the rows' checkpoints stand at different batches."""
     from textvae.engine.fused_group import FusedGroup
@@ -166,7 +166,7 @@ def run_group(
                 rows.append({"variant": variant.name, "seed": seed, "error": f"{type(result).__name__}: {result}"})
                 continue
             try:
-                row = evaluate_row(variant, recipe, seed, run_dir, result.progress.step, seconds)
+                row = evaluate_row(variant, recipe, seed, run_dir, result.progress, seconds)
                 row["fused"] = len(items)
                 rows.append(finish_row(variant, run_dir, row))
             except TextVAEError as err:

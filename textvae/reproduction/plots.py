@@ -13,7 +13,7 @@ def plot_ablation(out_dir: Path, rows: Sequence[dict], slugs: dict[str, str]) ->
     """Three PNGs for an ablation directory: KL, MI and AU over training (every variant in one
     figure), the final KL per dimension (a heatmap, variants × dimensions) and the final KL and active
     units per variant, with the published values (◆) and verdicts of the rows that cite a paper.
-    Curves come from each variant's first seed; the heatmap and bars average the seeds."""
+    Curves come from each variant's first seed with a training log; the heatmap and bars average the seeds."""
     finished = [r for r in rows if "error" not in r]
     names = list(dict.fromkeys(r["variant"] for r in finished))
     if not names:
@@ -24,7 +24,9 @@ def plot_ablation(out_dir: Path, rows: Sequence[dict], slugs: dict[str, str]) ->
     palette = plt.get_cmap("tab20").colors  # 20 distinct colours; beyond that the line style changes too
     for index, name in enumerate(latent):  # a language model has neither KL nor MI to show
         style = {"color": palette[index % 20], "linestyle": "-" if index < 20 else "--"}
-        seed = min(r["seed"] for r in finished if r["variant"] == name)
+        seeds = sorted(r["seed"] for r in finished if r["variant"] == name)
+        logged = [s for s in seeds if (out_dir / slugs[name] / f"seed{s}" / "metrics.jsonl").is_file()]
+        seed = (logged or seeds)[0]  # the first seed that kept its training log (a reused row may not)
         records = read_metrics(out_dir / slugs[name] / f"seed{seed}" / "metrics.jsonl")
         train = [r for r in records if r["event"] == "train"]
         valid = [r for r in records if r["event"] == "valid" and "mi" in r]

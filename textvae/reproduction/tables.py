@@ -27,11 +27,13 @@ from textvae.verdicts import summary_verdicts as _summary_verdicts
 
 # what a row of an ablation keeps of an evaluation: the measured metrics and the MIs' standard errors
 ROW_METRICS = (*CHECKABLE, *(f"{key}_se" for key in MI_KEYS))
+ROW_METRICS += ("bn_eval_variance_ratio",)  # BN-VAE rows only (textvae.evaluation.bn_batch_kl)
 
 
-def verdict_line(name: str, status: str, reason: str, spec: Mapping[str, Any]) -> str:
-    """The line below a table that says why a row got its verdict, and what was published."""
-    return f"- {name}: **{status}**: {reason}. Published: {published_text(spec)}."
+def verdict_line(name: str, status: str, reason: str, spec: Mapping[str, Any], detail: str = "") -> str:
+    """The line below a table that says why a row got its verdict (with several seeds, how many
+    hold: ``detail``), and what was published."""
+    return f"- {name}: **{status}**{f' ({detail})' if detail else ''}: {reason}. Published: {published_text(spec)}."
 
 
 def _mi_marked(cell: str, key: str, value: float | None, se: float | None, kl: float | None) -> tuple[str, bool]:
@@ -76,7 +78,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if failed:
             line["error"] = failed[0]["error"]
         summary.append(line)
-    _summary_verdicts(summary)
+    _summary_verdicts(summary, rows)
     return summary
 
 
@@ -104,10 +106,18 @@ def results_markdown(summary: list[dict[str, Any]]) -> str:
             cells.append(cell)
             marked |= noise
         if cited:
-            cells += [published_short(line.get("paper", {})), line.get("verdict", {}).get("status", "—")]
+            verdict_ = line.get("verdict", {})
+            detail = f" ({verdict_['detail']})" if verdict_.get("detail") else ""
+            cells += [published_short(line.get("paper", {})), verdict_.get("status", "—") + detail]
         lines.append("| " + " | ".join(cells) + " |")
     reasons = [
-        verdict_line(line["variant"], line["verdict"]["status"], line["verdict"]["reason"], line["paper"])
+        verdict_line(
+            line["variant"],
+            line["verdict"]["status"],
+            line["verdict"]["reason"],
+            line["paper"],
+            line["verdict"].get("detail", ""),
+        )
         for line in summary
         if "verdict" in line
     ]
@@ -128,7 +138,8 @@ def results_markdown(summary: list[dict[str, Any]]) -> str:
 
 def results_csv(summary: list[dict[str, Any]]) -> str:
     # the image columns only when a row has them: a text ablation's CSV keeps its columns
-    keys = [k for k in ABLATION_COLUMNS if k not in IMAGE_ONLY or any(k in line for line in summary)]
+    optional = (*IMAGE_ONLY, "kl_batch_stats")  # columns only a table with such a row has
+    keys = [k for k in ABLATION_COLUMNS if k not in optional or any(k in line for line in summary)]
     extra = ["published", "verdict", "verdict_reason"]
     lines = [",".join(["variant", "seeds", "failed", *(f"{k}_mean,{k}_std" for k in keys), *extra])]
     for line in summary:
