@@ -23,14 +23,13 @@ import logging
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from textvae.config import Recipe
 from textvae.engine import Engine, StepOutcome, distributed
-from textvae.engine.machine import machine_fingerprint
 from textvae.engine.state import TrainSummary
 from textvae.errors import TextVAEError
 from textvae.models.fused.noise import RowNoise
@@ -101,16 +100,7 @@ class FusedRowEngine(Engine):
         lockstep.pull(self.row, optimizer=True)
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         rng["cuda" if self.dist.device.type == "cuda" else "torch"] = lockstep.generator_state(self.row)
-        self.family.save_checkpoint(
-            self.run_dir / name,
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            rng=rng,
-            progress=asdict(self.progress),
-            metrics_offset=self.metrics_log.offset,
-            machine=machine_fingerprint(),
-            fused_group=lockstep.size,
-        )
+        self.write_checkpoint(name, rng, fused_group=lockstep.size)
 
     def end_of_epoch(self, valid: dict) -> bool:
         decays = self.progress.lr_decays

@@ -254,6 +254,10 @@ class Engine:
         rng = distributed.gather_objects(self.dist, rng) if self.dist.enabled else rng
         if not self.dist.is_main:
             return
+        self.write_checkpoint(name, rng)
+
+    def write_checkpoint(self, name: str, rng, **extra) -> None:
+        """``name`` in the run directory: the model, optimizer, schedule, ``rng``, progress and ``extra``."""
         self.family.save_checkpoint(
             self.run_dir / name,
             optimizer=self.optimizer.state_dict(),
@@ -262,6 +266,7 @@ class Engine:
             progress=asdict(self.progress),
             metrics_offset=self.metrics_log.offset,
             machine=machine_fingerprint(),  # a resume on other threads or another CPU says it is not bit-exact
+            **extra,
         )
 
     def end_of_epoch(self, valid: dict) -> bool:
