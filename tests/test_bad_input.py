@@ -231,7 +231,7 @@ CASES_WITHOUT_A_RUN = [
         "unknown-train-key",
         {"train.learning_rate": 0.1},
         "{tmp}/recipe.toml: [train]: unknown key 'learning_rate'",
-        "valid keys: seed, batch_size, bucket_pool_batches, epochs, max_steps, optimizer, lr,",
+        "valid keys: seed, data_seed, batch_size, bucket_pool_batches, epochs, max_steps, optimizer, lr,",
     ),
     edited(
         "unknown-decoder-key",
