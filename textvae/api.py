@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from textvae.checkpoint import read_checkpoint_strict, resolve_checkpoint
+from textvae.checkpoint import load_weights, read_checkpoint_strict, resolve_checkpoint
 from textvae.config import Recipe, recipe_from_dict
 from textvae.data.batching import Batch, collate
 from textvae.data.corpus import sentence_tokens
@@ -43,13 +43,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         vocab = Vocab.from_json(payload["vocab"])
     except (json.JSONDecodeError, TypeError) as err:
         raise TextVAEError(f"{path}: checkpoint config or vocab is not valid JSON ({err})") from None
-    model = build_model(recipe.model, vocab, recipe.remedies)
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0][:160]
-        raise TextVAEError(f"{path}: weights do not fit the checkpoint's config/vocab ({reason})") from None
-    model.eval()
+    model = load_weights(build_model(recipe.model, vocab, recipe.remedies), payload["model"], path, "config/vocab")
     return LoadedCheckpoint(recipe, vocab, model, payload)
 
 

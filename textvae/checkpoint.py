@@ -179,3 +179,13 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
     if not path.exists():
         raise TextVAEError(f"{path}: no such run directory or checkpoint")
     return path
+
+
+def load_weights(model: torch.nn.Module, state: dict, path: Path, built_from: str) -> torch.nn.Module:
+    """``state`` into ``model`` (built from ``built_from``), in eval mode; weights that do not fit are one line."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0][:160]
+        raise TextVAEError(f"{path}: weights do not fit the checkpoint's {built_from} ({reason})") from None
+    return model.eval()

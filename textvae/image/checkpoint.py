@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from textvae import __version__, registry
-from textvae.checkpoint import FORMAT, read_checkpoint_strict, write_checkpoint_payload
+from textvae.checkpoint import FORMAT, load_weights, read_checkpoint_strict, write_checkpoint_payload
 from textvae.errors import TextVAEError
 from textvae.image.config import ImageRecipe, image_recipe_from_dict, is_image_config
 from textvae.image.data import image_shape
@@ -61,11 +61,5 @@ def load_image_checkpoint(path: Path) -> LoadedImageCheckpoint:
     if payload.get("family") != FAMILY or not is_image_config(config):
         raise TextVAEError(f"{path}: a text model's checkpoint, not an image run")
     recipe = image_recipe_from_dict(config, source=f"{path} (config)")
-    model = build_image_model(recipe)
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0][:160]
-        raise TextVAEError(f"{path}: weights do not fit the checkpoint's config ({reason})") from None
-    model.eval()
+    model = load_weights(build_image_model(recipe), payload["model"], path, "config")
     return LoadedImageCheckpoint(recipe, model, payload)
