@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,10 @@ from textvae.errors import TextVAEError
 from textvae.evaluation.device import module_device, resolve_device
 from textvae.generation.decoding import DecodeSettings, decode
 from textvae.hub.model_dir import WEIGHTS, is_export_dir, load_export
+from textvae.hub.shipped import resolve_model
 from textvae.models import build_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,12 +51,15 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(recipe, vocab, model, payload)
 
 
-def load_model(path: str | Path, which: str = "best") -> tuple[LoadedCheckpoint, Path]:
-    """The model of a run directory (its ``{which}.pt``), a checkpoint file or a directory written by
-    ``textvae export`` (``which`` does not apply: an export holds one set of weights), on the CPU in
-    eval mode, and the file its weights came from."""
-    path = Path(path)
+def load_model(path: str | Path, which: str | None = None) -> tuple[LoadedCheckpoint, Path]:
+    """The model of a run directory (its ``{which}.pt``, ``best.pt`` when None), a checkpoint file, a
+    directory written by ``textvae export`` or a model shipped with textvae by name (``"kjv"``), on the
+    CPU in eval mode, and the file its weights came from. An exported or shipped model holds one set of
+    weights: a ``which`` given for it is logged as not applying, not an error."""
+    path = resolve_model(path)
     if is_export_dir(path):
+        if which is not None:
+            log.warning("%s holds one weights file (model.safetensors): the %r choice does not apply", path, which)
         recipe, vocab, model, metadata = load_export(path)
         payload = {"format": metadata["format"], "metadata": metadata}  # no checkpoint: the safetensors metadata
         return LoadedCheckpoint(recipe, vocab, model, payload), path / WEIGHTS
@@ -69,9 +76,10 @@ class TextModel:
         self.recipe = recipe
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, which: str = "best", device: str | None = "cpu") -> TextModel:
-        """The model of a run directory, checkpoint file or exported directory (``textvae export``; ``which``
-        does not apply to it) on ``device``: ``cpu``, ``cuda``, ``auto`` (the GPU when CUDA is available)
+    def from_checkpoint(cls, path: str | Path, which: str | None = None, device: str | None = "cpu") -> TextModel:
+        """The model of a run directory (``{which}.pt``, ``best.pt`` when None), checkpoint file, exported
+        directory (``textvae export``) or shipped model name (``textvae.api.load_model``) on ``device``:
+        ``cpu``, ``cuda``, ``auto`` (the GPU when CUDA is available)
         or None (the recipe's ``eval.device``)."""
         loaded, _ = load_model(path, which)  # weights mapped to the CPU first
         choice, what = (loaded.recipe.eval.device, "eval.device") if device is None else (device, "--device")

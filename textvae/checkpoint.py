@@ -168,9 +168,9 @@ def read_checkpoint_strict(path: Path) -> dict[str, Any]:
         raise
 
 
-def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
-    """A run directory means its ``{which}.pt``; a file is taken as it is."""
-    path = Path(path)
+def resolve_checkpoint(path: str | Path, which: str | None = "best") -> Path:
+    """A run directory means its ``{which}.pt`` (None: ``best.pt``); a file is taken as it is."""
+    path, which = Path(path), which or "best"
     if path.is_dir():
         candidate = path / f"{which}.pt"
         if not candidate.is_file():

@@ -64,6 +64,10 @@ def _seed_list(text: str) -> list[int]:
     return values
 
 
+CHECKPOINT_HELP, RUN_HELP = latent_cli.CHECKPOINT_HELP, latent_cli.RUN_HELP
+MODEL_COMMANDS = ("eval", "sample", "reconstruct", "interpolate", "attribute", "neighbours", "generate")
+
+
 def _add_decode_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding")
     group.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="greedy")
@@ -78,7 +82,7 @@ def _add_decode_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--repetition-penalty", type=_positive_float, default=1.0, help="> 1 discourages repeats")
     group.add_argument("--length-penalty", type=float, default=1.0, help="beam: rank by log p / length ** this")
     group.add_argument("--seed", type=_non_negative_int, default=0)
-    group.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    group.add_argument("--checkpoint", choices=["best", "last"], default=None, help=CHECKPOINT_HELP)
     group.add_argument("--device", choices=DEVICES, default=None, help="default: the recipe's eval.device (auto)")
 
 
@@ -98,19 +102,9 @@ def _decode_settings(args) -> dict:
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="textvae", description="Text VAEs and posterior-collapse ablations.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    train = commands.add_parser("train", help="train a model from a TOML recipe")
-    train.add_argument("recipe", type=Path)
-    train.add_argument("--out", type=Path, required=True, help="run directory")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-
+def _add_eval_parser(commands) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a trained model")
-    evaluate.add_argument("run", type=Path, help="run directory or checkpoint file")
+    evaluate.add_argument("run", type=Path, help=RUN_HELP)
     evaluate.add_argument("--split", choices=["valid", "test"], default=None)
     evaluate.add_argument("--iw-samples", type=_positive_int, default=None, help="K importance samples")
     mi_help = "z draws per sentence for MI (default: the recipe's eval.mi_samples; 1 = He et al. 2019's protocol)"
@@ -133,19 +127,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--generation", action="store_true", help="add BLEU(rec), self-BLEU, distinct-1/2")
     evaluate.add_argument("--num-samples", type=_positive_int, default=500, help="--generation: prior samples")
     evaluate.add_argument("--sample-strategy", choices=["greedy", "sample"], default="greedy", help="--generation")
-    evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    code_use_help = "add content words kept by reconstructions and sentences on homotopies (a VAE, word vocabulary)"
+    evaluate.add_argument("--code-use", action="store_true", help=code_use_help)
+    evaluate.add_argument("--checkpoint", choices=["best", "last"], default=None, help=CHECKPOINT_HELP)
     evaluate.add_argument("--device", choices=DEVICES, default=None, help="default: the recipe's eval.device (auto)")
     precision_help = "reduced-precision matmuls (default fp32); the deviation from fp32 is measured and printed"
     evaluate.add_argument("--matmul-precision", choices=["tf32", "bf16"], default=None, help=precision_help)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="textvae", description="Text VAEs and posterior-collapse ablations.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a model from a TOML recipe")
+    train.add_argument("recipe", type=Path)
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+
+    _add_eval_parser(commands)
+
     sample = commands.add_parser("sample", help="sentences from the prior")
-    sample.add_argument("run", type=Path)
+    sample.add_argument("run", type=Path, help=RUN_HELP)
     sample.add_argument("-n", "--num", type=_positive_int, default=10)
     sample.add_argument("--out", type=Path, default=None, help="image runs: the PNG grid to write")
     _add_decode_options(sample)
 
     reconstruct = commands.add_parser("reconstruct", help="encode and decode sentences")
-    reconstruct.add_argument("run", type=Path)
+    reconstruct.add_argument("run", type=Path, help=RUN_HELP)
     reconstruct.add_argument("sentences", nargs="*")
     reconstruct.add_argument("--file", type=Path, default=None, help="one sentence per line")
     reconstruct.add_argument("--sample-z", action="store_true", help="z ~ q(z|x) instead of its mean")
@@ -153,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     latent_cli.add_vector_options(reconstruct)
 
     interpolate = commands.add_parser("interpolate", help="decode points between two sentences")
-    interpolate.add_argument("run", type=Path)
+    interpolate.add_argument("run", type=Path, help=RUN_HELP)
     interpolate.add_argument("first")
     interpolate.add_argument("second")
     interpolate.add_argument("--steps", type=_positive_int, default=5)
@@ -189,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", type=Path, help="run directory")
     export.add_argument("out_dir", type=Path, help="the directory to create (must not exist, or be empty)")
     export.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    export.add_argument("--notes", type=Path, default=None, metavar="FILE.md", help="Markdown the model card shows")
     bench = commands.add_parser("bench", help="throughput at this machine's compute limit, beside baselines")
     bench.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results here")
     bench.add_argument("--quick", action="store_true", help="fewer rounds, steps and sentences")
@@ -202,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_export(args) -> None:
     from textvae.hub.export import export_run
 
-    files = export_run(args.run, args.out_dir, args.checkpoint)
+    files = export_run(args.run, args.out_dir, args.checkpoint, args.notes)
     sys.stdout.write(f"exported {args.run}/{args.checkpoint}.pt to {args.out_dir}: {', '.join(files)}\n")
 
 
@@ -370,6 +381,13 @@ def _cmd_eval(args) -> None:
         generation = GenerationSettings(args.num_samples, args.sample_strategy)
         metrics |= evaluate_generation(loaded.model, encoded, loaded.vocab, generation, settings)
         sys.stdout.write(generation_summary(metrics) + "\n")
+    if args.code_use:
+        from textvae.evaluation.code_use import CodeUseSettings, code_use_summary, evaluate_code_use
+        from textvae.evaluation.validation import select_sentences
+
+        chosen = select_sentences(encoded, settings.max_sentences, settings.seed)  # the sentences scored above
+        metrics |= evaluate_code_use(loaded.model, encoded, loaded.vocab, chosen, CodeUseSettings(seed=settings.seed))
+        sys.stdout.write(code_use_summary(metrics) + "\n")
     if loaded.model.has_latent:
         from textvae.evaluation.plots import (
             plot_kl_per_dim,  # matplotlib: imported only once there is something to plot
@@ -644,6 +662,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with logging_redirect_tqdm():
+            if args.command in MODEL_COMMANDS:  # a run directory, checkpoint, exported folder or shipped name
+                from textvae.hub.shipped import resolve_model
+
+                args.run = resolve_model(args.run)
             COMMANDS[args.command](args)
     except TextVAEError as err:
         sys.stderr.write(f"textvae: error: {err}\n")

@@ -98,7 +98,7 @@ class GenerationSettings:
             raise TextVAEError(f"sample strategy must be greedy or sample, got {self.strategy!r}")
 
 
-def _posterior_mean_latent(model, batch) -> torch.Tensor:
+def posterior_mean_latent(model, batch) -> torch.Tensor:
     """z at the posterior mean: the Gaussian's mean, then the posterior flow (IAF) when there is one."""
     inference = model.infer(batch)
     z = inference.posterior.mean  # (B, D)
@@ -133,7 +133,7 @@ def evaluate_generation(
         references, hypotheses = [], []
         batches = [chosen[b] for b in bucketed_batches(split.lengths[chosen], subset.batch_size, shuffle=False)]
         for batch in iterate_batches(split, batches, vocab.pad_id):
-            z = _posterior_mean_latent(model, batch.to(device))  # decoding runs on z's device
+            z = posterior_mean_latent(model, batch.to(device))  # decoding runs on z's device
             decoded = decode(model.decoder, z, len(batch), vocab.bos_id, vocab.eos_id, greedy)
             references += [vocab.detokenize(row) for row in batch.tokens.tolist()]
             hypotheses += [vocab.detokenize(row) for row in decoded]

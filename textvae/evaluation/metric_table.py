@@ -46,6 +46,13 @@ _ALL = (
     Metric("recon_bce", "Rec BCE", 2, "nats", False),
     Metric("codebook_perplexity", "Codebook PPL", 1, "", True),
     Metric("train_seconds", "train s", 0, "s", None),
+    # generation (textvae eval --generation, --code-use: textvae.evaluation.code_use)
+    Metric("bleu_rec", "BLEU(rec)", 2, "", True),
+    Metric("keep_rate", "keeps a content word", 3, "", True),
+    Metric("overlap_own", "overlap own", 2, "", True),
+    Metric("overlap_other", "overlap other", 2, "", None),
+    Metric("homotopy_distinct_mean", "homotopy sentences", 2, "", True),
+    Metric("homotopy_three_or_more", "homotopies ≥ 3", 2, "", True),
 )
 METRICS: dict[str, Metric] = {metric.key: metric for metric in _ALL}
 
@@ -64,7 +71,10 @@ ABLATION_COLUMNS = (
     *("mi_full", "au"),
     *("recon_mse", "recon_bce", "codebook_perplexity", "train_seconds"),
 )
-EVAL_COLUMNS = ("elbo", "rec", "kl", "iw_nll", "nll", "ppl_elbo", "ppl_iw", "ppl", "au", "mi_batch", "mi_full")
+EVAL_COLUMNS = (
+    *("elbo", "rec", "kl", "iw_nll", "nll", "ppl_elbo", "ppl_iw", "ppl", "au", "mi_batch", "mi_full"),
+    *("bleu_rec", "keep_rate", "overlap_own", "overlap_other", "homotopy_distinct_mean", "homotopy_three_or_more"),
+)
 IMAGE_COLUMNS = (
     *("iw_nll", "bits_per_dim", "elbo", "rec", "kl", "au", "mi_full"),
     *("recon_mse", "recon_bce", "codebook_perplexity"),

@@ -5,5 +5,6 @@
   ``vocab.json``, the tokenizer files) written and read back, checked;
 - ``card``: its ``README.md`` model card;
 - ``export``: ``textvae export RUN OUT_DIR``;
-- ``output_dir``: the one rule for files a command writes next to a model.
+- ``output_dir``: the one rule for files a command writes next to a model;
+- ``shipped``: the models shipped in the package (``pretrained/kjv``), looked up by name.
 """

@@ -148,6 +148,62 @@ def _evaluation(
     return lines
 
 
+CARD_METRICS = (  # the evaluation numbers the front matter carries at full precision, for tools and tests
+    *("elbo", "rec", "kl", "iw_nll", "ppl_iw", "au", "mi_batch", "mi_full", "bleu_rec"),
+    *("keep_rate", "overlap_own", "overlap_other", "homotopy_distinct_mean", "homotopy_three_or_more"),
+)
+
+
+def _front_matter(name: str, recipe: Recipe, evaluations: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """YAML front matter: the library and tags, and the evaluation as a Hugging Face ``model-index``
+    (each metric at full precision, the evaluation's settings as the dataset's ``args``)."""
+    lines = ["---", "library_name: textvae", "tags: [text-vae, variational-autoencoder, posterior-collapse]"]
+    if evaluations:
+        lines += ["model-index:", f"- name: {json.dumps(name)}", "  results:"]
+    for split, result in evaluations:
+        args = {"sentences": result.get("num_sentences"), "iw_samples": result.get("iw_samples")}
+        args |= {"seed": result.get("seed"), "mi_samples": result.get("mi_samples")}
+        dataset = {"type": recipe.data.dataset, "name": recipe.data.dataset, "split": split, "args": args}
+        lines += ["  - task: {type: text-generation}", f"    dataset: {json.dumps(dataset)}", "    metrics:"]
+        for key in CARD_METRICS:
+            if isinstance(result.get(key), int | float):
+                lines.append(f"    - {json.dumps({'type': key, 'value': result[key]})}")
+    return [*lines, "---"]
+
+
+def _checksums(checksums: Mapping[str, str]) -> list[str]:
+    if not checksums:
+        return []
+    return [
+        "## Checksums",
+        "",
+        "SHA-256 of the files beside this card:",
+        "",
+        *(f"- `{name}`: `{digest}`" for name, digest in checksums.items()),
+        "",
+    ]
+
+
+def _code_use(evaluations: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """``textvae eval --code-use``'s checks and examples, when the evaluation ran them."""
+    from textvae.evaluation.code_use import code_use_summary
+
+    found = [(split, r) for split, r in evaluations if "keep_rate" in r]
+    if not found:
+        return []
+    split, result = found[0]
+    lines = ["### Does the decoder use z?", "", f"On the {split} split (`textvae eval --code-use`):", ""]
+    lines += [f"- {line}" for line in code_use_summary(result).splitlines()]
+    examples = result.get("code_use_examples") or {}
+    if examples.get("reconstructions"):
+        lines += ["", "Reconstructions (greedy, posterior mean) of held-out sentences drawn by the seed:", ""]
+        lines += [f"- `{x}`  \n  → `{y}`" for x, y in examples["reconstructions"]]
+    for number, homotopy in enumerate(examples.get("homotopies") or [], start=1):
+        lines += ["", f"Homotopy {number}: from `{homotopy['from']}` to `{homotopy['to']}`", ""]
+        lines += [f"{step}. {text}" for step, text in enumerate(homotopy["path"], start=1)]
+    return [*lines, ""]
+
+
 def model_card(
     name: str,
     recipe: Recipe,
@@ -157,18 +213,18 @@ def model_card(
     evaluations: Sequence[tuple[str, Mapping[str, Any]]],
     validation: Mapping[str, Any] | None,
     files: Sequence[str],
+    checksums: Mapping[str, str] | None = None,
+    notes: str | None = None,
 ) -> str:
     """The card's Markdown. ``evaluations`` are (split, ``textvae eval`` results) of the exported
     checkpoint; ``validation`` the training log's validation record at the exported step (used when
-    there are none)."""
+    there are none); ``checksums`` the SHA-256 of the files written beside the card; ``notes`` the
+    exporter's own Markdown (``textvae export --notes``), shown as its own section."""
     description = f"{recipe.model['type']} text model" + (
         f" with a {recipe.model['latent_dim']}-dimensional latent variable" if "latent_dim" in recipe.model else ""
     )
     lines = [
-        "---",
-        "library_name: textvae",
-        "tags: [text-vae, variational-autoencoder, posterior-collapse]",
-        "---",
+        *_front_matter(name, recipe, evaluations),
         f"# {name}",
         "",
         f"A {description}, trained and exported by textvae {__version__}.",
@@ -191,6 +247,9 @@ def model_card(
         "",
     ]
     lines += _evaluation(evaluations, validation)
+    lines += _code_use(evaluations)
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
     command = reproduce_command(recipe)
     lines += ["## Reproduce", ""]
     if command:
@@ -224,5 +283,6 @@ def model_card(
         "",
         *(f"- `{f}`" for f in files),
         "",
+        *_checksums(checksums or {}),
     ]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ killed export leaves nothing half-written. ``OUT_DIR`` must not exist, or be emp
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -71,8 +72,9 @@ def _run_progress(run_dir: Path, exported: dict) -> dict:
         return exported.get("progress", {})
 
 
-def export_run(run: Path, out_dir: Path, which: str = "best") -> list[str]:
-    """Export the run directory's ``{which}.pt`` into ``out_dir``; returns the names of the files written."""
+def export_run(run: Path, out_dir: Path, which: str = "best", notes: Path | None = None) -> list[str]:
+    """Export the run directory's ``{which}.pt`` into ``out_dir``; returns the names of the files written.
+    ``notes``: a Markdown file whose text the model card shows as its "Notes" section."""
     from textvae.families import is_image_run
 
     run, out_dir = Path(run), Path(out_dir)
@@ -84,6 +86,7 @@ def export_run(run: Path, out_dir: Path, which: str = "best") -> list[str]:
         raise TextVAEError(f"{out_dir}: exists and is not an empty directory")
     if not out_dir.parent.is_dir():
         raise TextVAEError(f"{out_dir}: directory {out_dir.parent} does not exist")
+    notes_text = _read_notes(notes)
     checkpoint = resolve_checkpoint(run, which)
     loaded = load_checkpoint(checkpoint)
     config = json.loads(loaded.payload["config"])  # as the run saved it, with the recipe file it came from
@@ -105,6 +108,8 @@ def export_run(run: Path, out_dir: Path, which: str = "best") -> list[str]:
         _evaluations(run, checkpoint),
         _validation_at(run, step),
         [*files, CARD],
+        {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        notes_text,
     )
     files[CARD] = card.encode("utf-8")
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
@@ -119,6 +124,15 @@ def export_run(run: Path, out_dir: Path, which: str = "best") -> list[str]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return list(files)
+
+
+def _read_notes(notes: Path | None) -> str | None:
+    if notes is None:
+        return None
+    try:
+        return Path(notes).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TextVAEError(f"--notes {notes}: cannot read it ({err.__class__.__name__})") from None
 
 
 def _umask() -> int:

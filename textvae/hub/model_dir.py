@@ -95,9 +95,9 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, metadata
 
 
-def weights_path(path: str | Path, which: str = "best") -> Path:
+def weights_path(path: str | Path, which: str | None = None) -> Path:
     """The file that holds a model's weights: an exported directory's ``model.safetensors`` (``which`` does
-    not apply), a run directory's ``{which}.pt``, or the checkpoint file given."""
+    not apply), a run directory's ``{which}.pt`` (None: ``best.pt``), or the checkpoint file given."""
     path = Path(path)
     return path / WEIGHTS if is_export_dir(path) else resolve_checkpoint(path, which)
 

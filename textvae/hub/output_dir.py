@@ -33,10 +33,14 @@ def cache_folder(path: str | Path) -> Path:
 
 
 def _shipped(folder: Path) -> bool:
+    """Inside the installed package, or a shipped model's folder (``textvae.hub.shipped``): never written."""
     import textvae
+    from textvae.hub.shipped import PRETRAINED
 
-    package = Path(textvae.__file__).resolve().parent
-    return folder.resolve() == package or package in folder.resolve().parents
+    resolved = folder.resolve()
+    return any(
+        resolved == top or top in resolved.parents for top in (Path(textvae.__file__).resolve().parent, PRETRAINED)
+    )
 
 
 def writable_folder(path: str | Path) -> Path:

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 
 from textvae.errors import TextVAEError
 
+CHECKPOINT_HELP = "a run's best.pt (default) or last.pt; an exported or shipped model has one weights file"
+RUN_HELP = "run directory, checkpoint file, exported model directory, or a shipped model's name (kjv)"
+
 if TYPE_CHECKING:  # torch is imported only when a command runs (the CLI starts without it)
     from torch import Tensor
 
@@ -37,7 +40,7 @@ def add_vector_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(commands, add_decode_options, positive_int) -> None:
     """The ``attribute``, ``neighbours`` and ``generate`` sub-commands."""
     attribute = commands.add_parser("attribute", help="per-label latent codes, attribute vectors, transfer table")
-    attribute.add_argument("run", type=Path)
+    attribute.add_argument("run", type=Path, help=RUN_HELP)
     attribute.add_argument("--file", type=Path, required=True, help="label<TAB>sentence lines (training split)")
     attribute.add_argument("--eval-file", type=Path, default=None, help="label<TAB>sentence: measure the transfer")
     attribute.add_argument("--scales", type=_scales, default=[0.0, 1.0, 2.0], help="transfer scales (default 0,1,2)")
@@ -48,17 +51,18 @@ def add_commands(commands, add_decode_options, positive_int) -> None:
     add_decode_options(attribute)
 
     neighbours = commands.add_parser("neighbours", help="nearest corpus sentences by posterior mean")
-    neighbours.add_argument("run", type=Path)
+    neighbours.add_argument("run", type=Path, help=RUN_HELP)
     neighbours.add_argument("sentences", nargs="+")
-    neighbours.add_argument("--corpus", type=Path, required=True, help="one sentence per line (label<TAB> dropped)")
+    corpus_help = "one sentence per line (label<TAB> dropped); default: the model's own training split"
+    neighbours.add_argument("--corpus", type=Path, default=None, help=corpus_help)
     neighbours.add_argument("-k", type=positive_int, default=5)
     neighbours.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     neighbours.add_argument("--batch-size", type=positive_int, default=256, help="sentences per encoder pass")
-    neighbours.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    neighbours.add_argument("--checkpoint", choices=["best", "last"], default=None, help=CHECKPOINT_HELP)
     neighbours.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
 
     generate = commands.add_parser("generate", help="many samples or reconstructions to JSONL (resumable)")
-    generate.add_argument("run", type=Path)
+    generate.add_argument("run", type=Path, help=RUN_HELP)
     source = generate.add_mutually_exclusive_group(required=True)
     source.add_argument("--num", type=positive_int, default=None, help="prior samples")
     source.add_argument("--file", type=Path, default=None, help="sentences to reconstruct, one per line")

@@ -1,8 +1,9 @@
 """Nearest corpus sentences in latent space, by posterior mean.
 
-The corpus (one sentence per line; a ``label<TAB>`` prefix is dropped) is encoded once and cached
-beside the run as ``RUN/neighbours/<key>.pt``, the key a hash of the corpus bytes and of the
-checkpoint file, so a retrained model or an edited corpus is encoded again.
+The corpus (one sentence per line; a ``label<TAB>`` prefix is dropped; by default the model's own
+training split) is encoded once and cached beside the run as ``RUN/neighbours/<key>.pt``, the key a
+hash of the corpus text and of the weights file, so a retrained model or an edited corpus is encoded
+again.
 
 Metrics: ``cosine`` similarity of the means (higher is nearer) or ``euclidean`` distance (lower is nearer).
 """
@@ -46,10 +47,24 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def corpus_codes(model, corpus: Path, checkpoint: Path, cache_dir: Path, batch_size: int = 256) -> tuple[list, Tensor]:
-    """The corpus sentences and their posterior means (N, D), read from the cache or encoded and cached."""
-    sentences = read_corpus(corpus)
-    key = hashlib.sha256(f"{_digest(corpus)} {_digest(checkpoint)}".encode()).hexdigest()[:20]
+def training_sentences(model) -> list[str]:
+    """The training split of the model's own recipe (its ``data`` table), one sentence per line."""
+    from textvae.data.corpus import load_text
+
+    return [line.strip() for line in load_text(model.recipe.data, "train")["text"] if line.strip()]
+
+
+def corpus_codes(
+    model, corpus: Path | None, checkpoint: Path, cache_dir: Path, batch_size: int = 256
+) -> tuple[list, Tensor]:
+    """The corpus sentences and their posterior means (N, D), read from the cache or encoded and cached.
+    ``corpus`` None: the model's own training split (``training_sentences``)."""
+    if corpus is None:
+        sentences = training_sentences(model)
+        corpus_key = hashlib.sha256("\n".join(sentences).encode("utf-8")).hexdigest()
+    else:
+        sentences, corpus_key = read_corpus(corpus), _digest(corpus)
+    key = hashlib.sha256(f"{corpus_key} {_digest(checkpoint)}".encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"{key}.pt"
     if path.is_file():
         cached = torch.load(path, map_location="cpu", weights_only=True)
@@ -59,7 +74,7 @@ def corpus_codes(model, corpus: Path, checkpoint: Path, cache_dir: Path, batch_s
     log.info("encoding %d corpus sentences (cached as %s)", len(sentences), path)
     means = posterior_means(model, sentences, batch_size).cpu()
     buffer = io.BytesIO()
-    torch.save({"count": len(sentences), "means": means, "corpus": str(corpus)}, buffer)
+    torch.save({"count": len(sentences), "means": means, "corpus": str(corpus or "training split")}, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
     return sentences, means
