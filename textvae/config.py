@@ -160,6 +160,9 @@ class EvalConfig:
     seed: int = 0
     mi_samples: int = 1  # z draws per sentence for MI (its noise falls as 1/sqrt); 1 = He et al. 2019's protocol
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU when CUDA is available (a runtime key)
+    # the checkpoint an ablation row is evaluated at: best.pt (the best validation loss) or last.pt (the
+    # end of a fixed budget: a β < 1 row's validation ELBO can stop improving while its z keeps learning)
+    checkpoint: Literal["best", "last"] = "best"
 
     def __post_init__(self):
         counts = ("iw_samples", "iw_chunk_size", "batch_size", "max_sentences", "mi_samples")

@@ -77,8 +77,10 @@ def _budget(recipe: Recipe, progress: Mapping[str, Any], which: str) -> list[str
     limits += [f"at most {train.max_steps} steps"] if train.max_steps is not None else []
     limits += [f"at most {train.max_minutes:g} minutes"] if train.max_minutes is not None else []
     best = ""
-    if "best_valid" in progress:
+    if "best_valid" in progress and which == "best":
         best = f" (best validation loss {progress['best_valid']:.4f}, at step {progress.get('best_step')})"
+    elif which == "last":
+        best = f" (the end of training, step {progress.get('step', '?')})"
     lines = [
         f"- trained {progress.get('step', '?')} steps ({progress.get('epoch', '?')} full epochs) of batch size "
         f"{train.batch_size}, optimizer `{train.optimizer}` at lr {train.lr:g}; the recipe allows {', '.join(limits)}",

@@ -193,15 +193,15 @@ def _train_and_evaluate(variant: Variant, seed: int, run_dir: Path) -> dict[str,
 
 
 def _evaluate_text_row(variant: Variant, recipe: Recipe, seed: int, run_dir: Path, progress, train_seconds: float):
-    """A trained text row's result: its ``best.pt`` evaluated with the recipe's ``[eval]`` settings;
-    ``progress``: where its training ended (``textvae.engine.state.Progress``)."""
+    """A trained text row's result: its ``best.pt`` (or ``eval.checkpoint``'s) evaluated with the recipe's
+    ``[eval]`` settings; ``progress``: where its training ended (``textvae.engine.state.Progress``)."""
     from textvae.api import load_checkpoint
     from textvae.data.corpus import encode_split
     from textvae.evaluation.device import resolve_device
     from textvae.evaluation.evaluate import EvalSettings, evaluate
 
-    loaded = load_checkpoint(run_dir / "best.pt")
     cfg = recipe.eval
+    loaded = load_checkpoint(run_dir / f"{cfg.checkpoint}.pt")
     split = encode_split(recipe.data, cfg.split, loaded.vocab)
     # the training seed draws the estimators' samples; the sentences are eval.seed's, the same for every seed
     settings = EvalSettings(
@@ -229,6 +229,7 @@ def _evaluate_text_row(variant: Variant, recipe: Recipe, seed: int, run_dir: Pat
             if k in result
         },
         "split": cfg.split,
+        "checkpoint": cfg.checkpoint,
         "train_steps": progress.step,
         "train_seconds": train_seconds,
         "eval_seconds": result["eval_seconds"],
