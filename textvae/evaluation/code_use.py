@@ -7,7 +7,7 @@ Two checks on held-out sentences say whether z steers the output, as a reader of
 - **Content words kept.** Content words are the vocabulary's words outside its ``frequent`` most
   frequent ones (a word vocabulary ranks by training-split count; the unk token is never one). Each
   evaluated sentence x_i is reconstructed greedily from its posterior mean, x̂_i, and
-  overlap(x̂, y) = |C(x̂) ∩ C(y)|, the number of content-word *types* the two share. Reported:
+  overlap(x̂, y) = #(C(x̂) ∩ C(y)), the number of content-word *types* the two share. Reported:
   ``keep_rate`` = the share of sentences with overlap(x̂_i, x_i) ≥ 1, ``overlap_own`` = mean_i
   overlap(x̂_i, x_i), ``overlap_other`` = mean_i overlap(x̂_i, x_π(i)) with π a seeded derangement (a
   random other evaluated sentence), and their ratio. A decoder that ignores z has a ratio near 1.
