@@ -179,7 +179,13 @@ def test_the_readme_tour_shows_the_cards_seeded_examples():
     examples = re.findall(r"^- `(.+)`  \\\n  → `(.+)`$", card, flags=re.MULTILINE)
     assert len(examples) == 5
     for source, output in examples:
-        assert source in readme and output in readme
+        assert f"> {source}\n< {output}\n" in readme  # as `textvae reconstruct kjv` prints it
+    homotopies = re.findall(r"^Homotopy \d: from `(.+)` to `(.+)`\n\n((?:\d\. .*\n)+)", card, flags=re.MULTILINE)
+    assert len(homotopies) == 5
+    for first, second, path in homotopies:
+        lines = [line.split(". ", 1)[1] for line in path.splitlines()]
+        printed = "".join(f"{i / 6:.2f}  {line}\n" for i, line in enumerate(lines))  # textvae interpolate --steps 7
+        assert f'"{first}" "{second}"' in readme and printed in readme
 
 
 def test_a_wheel_built_from_the_repository_carries_the_shipped_model(tmp_path):
