@@ -176,7 +176,7 @@ def test_the_commands_take_the_shipped_name(tmp_path, monkeypatch, capsys):
 def test_the_readme_tour_shows_the_cards_seeded_examples():
     card = (KJV / "README.md").read_text(encoding="utf-8")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    examples = re.findall(r"^- `(.+)`  \\\n  → `(.+)`$", card, flags=re.MULTILINE)
+    examples = re.findall(r"^- `(.+)`  \n  → `(.+)`$", card, flags=re.MULTILINE)
     assert len(examples) == 5
     for source, output in examples:
         assert f"> {source}\n< {output}\n" in readme  # as `textvae reconstruct kjv` prints it
