@@ -91,6 +91,16 @@ def test_writes_next_to_a_shipped_model_go_to_the_cache_folder(fake_shipped, tmp
     assert f"results: {cache / 'eval_valid.json'}" in capsys.readouterr().out
 
 
+def test_code_use_on_a_small_evaluation_shows_the_examples_it_has(fake_shipped, tmp_path):
+    out = tmp_path / "small.json"
+    argv = ["eval", "kjv", "--split", "valid", "--max-sentences", "3", "--iw-samples", "2", "--code-use"]
+    assert main([*argv, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    examples = result["code_use_examples"]
+    assert result["code_use_sentences"] == 3 and len(examples["reconstructions"]) <= 3
+    assert len(examples["homotopies"]) <= 1 and 0 <= result["keep_rate"] <= 1
+
+
 def test_an_unknown_name_and_a_broken_install_are_one_line_errors(fake_shipped, capsys):
     assert main(["sample", "kjvx"]) == 2
     assert capsys.readouterr().err.strip() == "textvae: error: kjvx: no such run directory or checkpoint"

@@ -102,8 +102,7 @@ def _keep_stats(sources: list[list[int]], outputs: list[list[int]], vocab: Vocab
 def _example_indices(rows: list[list[int]], vocab: Vocab, count: int, s: CodeUseSettings, rng) -> list[int]:
     low, high = s.example_words
     eligible = [i for i, r in enumerate(rows) if low <= len(r) <= high and vocab.unk_id not in r]
-    if len(eligible) < count:
-        raise TextVAEError(f"code use: only {len(eligible)} evaluated sentences of {low}–{high} words without unk")
+    count = min(count, len(eligible))  # a small evaluation shows fewer examples, never fails for want of them
     return [eligible[i] for i in rng.choice(len(eligible), size=count, replace=False)]
 
 
@@ -147,8 +146,9 @@ def evaluate_code_use(model, split: EncodedSplit, vocab: Vocab, chosen: np.ndarr
     text = [" ".join(vocab.decode(r)) for r in sources]
     shown = _example_indices(sources, vocab, 3 * s.examples, s, rng)
     reconstructions = [[text[i], " ".join(vocab.decode(outputs[i]))] for i in shown[: s.examples]]
-    example_pairs = np.array(shown[s.examples :]).reshape(-1, 2)[: s.examples]
-    example_paths = _homotopies(model, means, example_pairs, vocab, s.steps)
+    rest = shown[s.examples :]
+    example_pairs = np.array(rest[: len(rest) // 2 * 2], dtype=np.int64).reshape(-1, 2)[: s.examples]
+    example_paths = _homotopies(model, means, example_pairs, vocab, s.steps) if len(example_pairs) else []
     result["code_use_examples"] = {
         "reconstructions": reconstructions,
         "homotopies": [
